@@ -45,7 +45,7 @@ class DensePoseChartResult:
 
     labels: (H, W) int64 part index, 0 = background, 1..24 = fine parts I
     uv:     (2, H, W) float32 U and V in [0, 1]
-    H, W are the box height and width in pixels (box sides rounded up, at least 1).
+    H, W are the box height and width in pixels, truncated to integers as detectron2 does (at least 1).
     """
 
     labels: torch.Tensor
