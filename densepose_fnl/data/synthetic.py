@@ -1,0 +1,513 @@
+"""Embedded synthetic DensePose-COCO: procedural people made of the 24 DensePose fine parts.
+
+Every person is a skeleton (pelvis, neck, shoulders, elbows, wrists, hips, knees, ankles, head) posed at
+random and drawn as capsules (limbs, hands, feet, torso) and an ellipse (head, split into right and left
+face). Each part carries a smooth chart: U runs along the part (0 at the proximal end, 1 at the distal
+end; top to chin for the head), V across it (limbs, hands, feet: medial 0 -> lateral 1 anatomically,
+whichever way the person faces; torso: person's right 0 -> left 1; head halves: midline 0 -> side 1).
+People face the camera (front parts: 2, 9, 10, 13, 14, 15, 16, 21, 22) or turn their back (1, 7, 8, 11,
+12, 17, 18, 19, 20); both head halves 23/24 show either way.
+
+With these charts a horizontal mirror of a synthetic person is again a valid synthetic person whose
+labels are swapped left/right (the official POINT_LABEL_SYMMETRIES) and whose (U, V) map through
+identity tables, except the torso (parts 1, 2) where V -> 1 - V. `synthetic_uv_symmetry_tables()`
+builds those tables; the generator writes them as `UV_symmetry_transforms.mat` (official layout) in the
+dataset root, so flip augmentation works on the synthetic set without the official file.
+
+Output (COCO JSON, the DensePose-COCO fields): images, categories [{"id": 1, "name": "person"}],
+annotations with bbox (tight around the visible person), area, iscrowd 0, category_id 1, segmentation
+(RLE of the visible person), dp_x, dp_y (pixel centres of the 256 x 256 box frame, so in [0.5, 255.5]),
+dp_I (floats 1..24 as in the official files), dp_U, dp_V, dp_masks (14 RLE dicts with str counts or []).
+Generation is deterministic for a seed; image k of a split depends only on (seed, split, k).
+"""
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from ..structures.densepose_data import FINE_TO_COARSE, DensePoseTransformData
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}]
+_FINE_TO_COARSE = np.asarray(FINE_TO_COARSE, dtype=np.uint8)
+_SPLIT_IDS = {"train": 0, "val": 1}
+
+# fine labels per (limb, side, facing) ------------------------------------------------------------
+# side: "R"/"L"; facing: +1 front, -1 back
+_LIMB_LABELS = {
+    ("upper_leg", "R"): (9, 7), ("upper_leg", "L"): (10, 8),
+    ("lower_leg", "R"): (13, 11), ("lower_leg", "L"): (14, 12),
+    ("upper_arm", "R"): (16, 18), ("upper_arm", "L"): (15, 17),
+    ("lower_arm", "R"): (22, 20), ("lower_arm", "L"): (21, 19),
+    ("hand", "R"): (3, 3), ("hand", "L"): (4, 4),
+    ("foot", "R"): (6, 6), ("foot", "L"): (5, 5),
+}  # fmt: skip  (front label, back label)
+
+# A fixed colour per fine part (BGR, 0..255): left/right and front/back differ, so parts are learnable.
+_PART_PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [60, 70, 160], [70, 90, 200],  # torso back / front
+        [90, 160, 230], [150, 200, 240],  # hands R / L
+        [40, 40, 90], [90, 60, 40],  # feet L / R
+        [160, 60, 40], [40, 140, 60], [200, 90, 60], [60, 180, 90],  # upper legs
+        [140, 40, 90], [90, 120, 30], [190, 70, 130], [120, 170, 40],  # lower legs
+        [40, 180, 200], [200, 180, 40], [30, 140, 160], [160, 140, 30],  # upper arms
+        [120, 60, 180], [180, 60, 120], [160, 100, 220], [220, 100, 160],  # lower arms
+        [140, 170, 210], [110, 150, 200],  # head R / L
+    ],
+    dtype=np.float32,
+)
+
+
+@dataclass
+class _Part:
+    fine: int
+    kind: str  # "capsule" or "head"
+    a: np.ndarray  # capsule start / head centre
+    b: np.ndarray  # capsule end / head "up" unit vector
+    r: float  # capsule radius / head half-width
+    sv: float = 1.0  # sign of V across the capsule; for the head: facing
+    length: float = 0.0  # head half-height
+
+
+@dataclass
+class _Person:
+    parts: List[_Part]
+    facing: int
+    colors: np.ndarray  # (25, 3) BGR per fine label
+
+
+def _rot(v: np.ndarray, ang: float) -> np.ndarray:
+    c, s = np.cos(ang), np.sin(ang)
+    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
+
+
+def _skeleton(rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Joints of a front-facing person of height ~1 (y down, person's right at -x, pelvis at 0)."""
+    j: Dict[str, np.ndarray] = {"pelvis": np.zeros(2)}
+    lean = float(np.clip(rng.normal(0, 0.12), -0.35, 0.35))
+    up = _rot(np.array([0.0, -1.0]), lean)
+    j["neck"] = j["pelvis"] + 0.34 * up
+    right = _rot(np.array([-1.0, 0.0]), lean)
+    j["head"] = j["neck"] + 0.10 * _rot(up, float(rng.normal(0, 0.15)))
+    for side, lat in (("R", -1.0), ("L", 1.0)):
+        j["shoulder" + side] = j["neck"] - lat * 0.15 * right - 0.035 * up
+        a1 = rng.uniform(0.1, 1.6) if rng.random() < 0.8 else rng.uniform(1.6, 2.8)
+        a2 = a1 + rng.uniform(-0.6, 1.6)
+        d1 = np.array([lat * np.sin(a1), np.cos(a1)])
+        d2 = np.array([lat * np.sin(a2), np.cos(a2)])
+        d1, d2 = _rot(d1, lean), _rot(d2, lean)
+        j["elbow" + side] = j["shoulder" + side] + 0.16 * d1
+        j["wrist" + side] = j["elbow" + side] + 0.15 * d2
+        j["hand_dir" + side] = _rot(d2, lat * rng.uniform(-0.3, 0.3))
+        j["hip" + side] = np.array([lat * 0.075, 0.0])
+        l1 = rng.uniform(-0.08, 0.55)
+        l2 = l1 + rng.uniform(-0.5, 0.15)
+        e1 = np.array([lat * np.sin(l1), np.cos(l1)])
+        e2 = np.array([lat * np.sin(l2), np.cos(l2)])
+        j["knee" + side] = j["hip" + side] + 0.24 * e1
+        j["ankle" + side] = j["knee" + side] + 0.23 * e2
+        fa = l2 + rng.uniform(1.1, 1.6)
+        j["foot_dir" + side] = np.array([lat * np.sin(fa), np.cos(fa)])
+    return j
+
+
+def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, facing: int) -> _Person:
+    j = _skeleton(rng)
+    tilt = float(rng.normal(0, 0.08))
+    mirror = np.array([1.0, 1.0]) if facing > 0 else np.array([-1.0, 1.0])
+
+    def P(p: np.ndarray) -> np.ndarray:  # person frame -> image pixels
+        return center + height * _rot(p * mirror, tilt)
+
+    def D(d: np.ndarray) -> np.ndarray:  # direction -> image direction
+        v = _rot(d * mirror, tilt)
+        return v / (np.linalg.norm(v) + 1e-12)
+
+    fi = 0 if facing > 0 else 1
+    w = height * rng.uniform(0.85, 1.15)  # body thickness factor
+    parts: List[_Part] = []
+
+    def limb(name: str, side: str, a: np.ndarray, b: np.ndarray, r: float) -> _Part:
+        s = 1.0 if side == "R" else -1.0
+        return _Part(_LIMB_LABELS[(name, side)][fi], "capsule", a, b, r, sv=s * facing)
+
+    legs, arms = [], []
+    for side in ("R", "L"):
+        hip, knee, ankle = P(j["hip" + side]), P(j["knee" + side]), P(j["ankle" + side])
+        legs.append(limb("upper_leg", side, hip, knee, 0.055 * w))
+        legs.append(limb("lower_leg", side, knee, ankle, 0.043 * w))
+        legs.append(limb("foot", side, ankle, ankle + 0.09 * height * D(j["foot_dir" + side]), 0.03 * w))
+        sh, el, wr = P(j["shoulder" + side]), P(j["elbow" + side]), P(j["wrist" + side])
+        arms.append(limb("upper_arm", side, sh, el, 0.038 * w))
+        arms.append(limb("lower_arm", side, el, wr, 0.032 * w))
+        arms.append(limb("hand", side, wr, wr + 0.06 * height * D(j["hand_dir" + side]), 0.03 * w))
+    torso_a = P(j["neck"] + 0.06 * (j["pelvis"] - j["neck"]))
+    torso_b = P(j["pelvis"] + 0.02 * (j["pelvis"] - j["neck"]))
+    torso = _Part(2 if facing > 0 else 1, "capsule", torso_a, torso_b, 0.125 * w, sv=float(facing))
+    up = D(j["head"] - j["neck"])
+    head = _Part(23, "head", P(j["head"]) + 0.03 * height * up, up, 0.07 * height, sv=float(facing),
+                 length=0.09 * height)  # fmt: skip
+    parts = legs + [torso] + arms + [head]
+
+    clothes = rng.uniform(30, 230, size=(3, 3)).astype(np.float32)  # shirt, trousers, shoes
+    skin = np.array([120, 150, 200], np.float32) * rng.uniform(0.5, 1.1)
+    group = np.zeros((25, 3), np.float32)
+    for lbl in (1, 2, 15, 16, 17, 18):
+        group[lbl] = clothes[0]
+    for lbl in range(7, 15):
+        group[lbl] = clothes[1]
+    group[[5, 6]] = clothes[2]
+    for lbl in (3, 4, 19, 20, 21, 22, 23, 24):
+        group[lbl] = skin
+    colors = np.clip(0.6 * _PART_PALETTE + 0.4 * group, 0, 255)
+    return _Person(parts, facing, colors)
+
+
+def _eval_part(part: _Part, xs: np.ndarray, ys: np.ndarray):
+    """(indices inside, fine labels, U, V) of the points (xs, ys) covered by `part`."""
+    if part.kind == "capsule":
+        a, b, r = part.a, part.b, part.r
+        lo = np.minimum(a, b) - r
+        hi = np.maximum(a, b) + r
+    else:
+        ext = max(part.r, part.length)
+        lo, hi = part.a - ext, part.a + ext
+    cand = np.nonzero((xs >= lo[0]) & (xs <= hi[0]) & (ys >= lo[1]) & (ys <= hi[1]))[0]
+    if cand.size == 0:
+        return cand, None, None, None
+    px, py = xs[cand] - part.a[0], ys[cand] - part.a[1]
+    if part.kind == "capsule":
+        d = part.b - part.a
+        length = float(np.hypot(d[0], d[1])) + 1e-9
+        ux, uy = d / length
+        t = px * ux + py * uy
+        perp = -px * uy + py * ux
+        tc = np.clip(t, 0.0, length)
+        inside = (t - tc) ** 2 + perp**2 <= r * r
+        u = (t + r) / (length + 2 * r)
+        v = 0.5 + part.sv * perp / (2 * r)
+        labels = np.full(inside.sum(), part.fine, np.uint8)
+    else:
+        ux, uy = part.b
+        along = px * ux + py * uy
+        across = -px * uy + py * ux
+        inside = (along / part.length) ** 2 + (across / part.r) ** 2 <= 1.0
+        u = (part.length - along) / (2 * part.length)
+        v = np.abs(across) / part.r
+        labels = np.where(across[inside] * part.sv < 0, 23, 24).astype(np.uint8)
+    return cand[inside], labels, np.clip(u[inside], 0, 1), np.clip(v[inside], 0, 1)
+
+
+def _render(people: Sequence[_Person], xs: np.ndarray, ys: np.ndarray):
+    """Evaluate the scene at points: (fine label uint8, U, V float32, owner int16 (-1 = background))."""
+    n = xs.size
+    lab = np.zeros(n, np.uint8)
+    uu = np.zeros(n, np.float32)
+    vv = np.zeros(n, np.float32)
+    owner = np.full(n, -1, np.int16)
+    for k, person in enumerate(people):
+        for part in person.parts:
+            idx, labels, u, v = _eval_part(part, xs, ys)
+            if idx.size == 0 or labels is None or labels.size == 0:
+                continue
+            lab[idx], uu[idx], vv[idx], owner[idx] = labels, u, v, k
+    return lab, uu, vv, owner
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    gh, gw = int(rng.integers(2, 6)), int(rng.integers(2, 6))
+    base = rng.uniform(20, 235, size=(gh, gw, 3)).astype(np.float32)
+    img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+    for _ in range(int(rng.integers(2, 8))):
+        color = tuple(float(c) for c in rng.uniform(0, 255, 3))
+        if rng.random() < 0.5:
+            p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            p2 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            cv2.rectangle(img, p1, p2, color, -1 if rng.random() < 0.5 else int(rng.integers(1, 4)))
+        else:
+            c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            ax = (int(rng.integers(3, max(4, w // 4))), int(rng.integers(3, max(4, h // 4))))
+            cv2.ellipse(img, c, ax, float(rng.uniform(0, 180)), 0, 360, color, -1)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    f = rng.uniform(0.02, 0.3)
+    ang = rng.uniform(0, np.pi)
+    img += (12 * np.sin(f * (np.cos(ang) * xx + np.sin(ang) * yy)))[..., None]
+    return np.clip(img, 0, 255)
+
+
+def _person_extent(person: _Person) -> Tuple[np.ndarray, np.ndarray]:
+    pts, rad = [], []
+    for p in person.parts:
+        if p.kind == "capsule":
+            pts += [p.a, p.b]
+            rad += [p.r, p.r]
+        else:
+            pts.append(p.a)
+            rad.append(max(p.r, p.length))
+    pts_a, rad_a = np.array(pts), np.array(rad)[:, None]
+    return (pts_a - rad_a).min(0), (pts_a + rad_a).max(0)
+
+
+def _iou(b1: Sequence[float], b2: Sequence[float]) -> float:
+    ix = max(0.0, min(b1[2], b2[2]) - max(b1[0], b2[0]))
+    iy = max(0.0, min(b1[3], b2[3]) - max(b1[1], b2[1]))
+    inter = ix * iy
+    union = (b1[2] - b1[0]) * (b1[3] - b1[1]) + (b2[2] - b2[0]) * (b2[3] - b2[1]) - inter
+    return inter / max(union, 1e-9)
+
+
+def _rle(mask: np.ndarray) -> Dict[str, Any]:
+    import pycocotools.mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _sample_people(rng: np.random.Generator, h: int, w: int) -> List[_Person]:
+    n_target = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    people, boxes = [], []
+    for _ in range(n_target):
+        for _attempt in range(25):
+            height = rng.uniform(0.45, 0.95) * h
+            facing = 1 if rng.random() < 0.6 else -1
+            person = _make_person(rng, height, np.zeros(2), facing)
+            lo, hi = _person_extent(person)
+            size = hi - lo
+            if size[0] > 0.95 * w:  # too wide for the image: try a smaller one
+                continue
+            # allow up to 8% of the person outside the image on each side
+            x0 = rng.uniform(-lo[0] - 0.08 * size[0], w - hi[0] + 0.08 * size[0])
+            y0 = rng.uniform(-lo[1] - 0.08 * size[1], h - hi[1] + 0.08 * size[1])
+            shift = np.array([x0, y0])
+            box = [lo[0] + x0, lo[1] + y0, hi[0] + x0, hi[1] + y0]
+            if any(_iou(box, b) > 0.3 for b in boxes):
+                continue
+            for p in person.parts:
+                p.a = p.a + shift
+                if p.kind == "capsule":
+                    p.b = p.b + shift
+            people.append((height, person))
+            boxes.append(box)
+            break
+    people.sort(key=lambda t: t[0])  # smaller (farther) people first, larger ones occlude them
+    return [p for _, p in people]
+
+
+def render_synthetic_image(
+    rng: np.random.Generator, min_size: int = 128, max_size: int = 192, num_points: int = 100
+) -> Tuple[np.ndarray, List[Dict[str, Any]], Dict[str, np.ndarray]]:
+    """One image: (BGR uint8 image, COCO annotations without ids, dense maps I/U/V/owner at image size)."""
+    short = int(rng.integers(min_size, max_size + 1))
+    long_ = int(round(short * rng.uniform(1.0, 1.5)))
+    h, w = (short, long_) if rng.random() < 0.6 else (long_, short)
+    people = _sample_people(rng, h, w)
+
+    ys, xs = np.mgrid[0:h, 0:w]
+    lab, uu, vv, owner = _render(people, xs.ravel() + 0.5, ys.ravel() + 0.5)
+    lab, uu, vv, owner = (a.reshape(h, w) for a in (lab, uu, vv, owner))
+
+    img = _background(rng, h, w)
+    fg = owner >= 0
+    if fg.any():
+        colors = np.stack([p.colors for p in people])  # (P, 25, 3)
+        base = colors[owner[fg], lab[fg]]
+        tex = (0.8 + 0.2 * np.sin(2 * np.pi * 2.0 * uu[fg])) * (0.85 + 0.3 * vv[fg])
+        img[fg] = np.clip(base * tex[:, None], 0, 255)
+    img += rng.normal(0, rng.uniform(2, 8), size=img.shape).astype(np.float32)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+
+    anns = []
+    grid = (np.arange(256, dtype=np.float64) + 0.5) / 256.0
+    for k in range(len(people)):
+        vis = owner == k
+        area = int(vis.sum())
+        if area < 16:
+            continue
+        rows, cols = np.nonzero(vis.any(1))[0], np.nonzero(vis.any(0))[0]
+        x0, y0, x1, y1 = float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+        bw, bh = x1 - x0, y1 - y0
+        ann: Dict[str, Any] = {
+            "bbox": [x0, y0, bw, bh],
+            "area": float(area),
+            "iscrowd": 0,
+            "category_id": 1,
+            "segmentation": _rle(vis),
+        }
+        if bw >= 8 and bh >= 8:
+            fx = np.broadcast_to(x0 + grid[None, :] * bw, (256, 256)).ravel()
+            fy = np.broadcast_to(y0 + grid[:, None] * bh, (256, 256)).ravel()
+            flab, fu, fv, fown = _render(people, fx, fy)
+            mine = fown == k
+            if mine.sum() >= 16:
+                coarse = np.where(mine, _FINE_TO_COARSE[flab], 0).reshape(256, 256)
+                masks = [_rle(coarse == c) if (coarse == c).any() else [] for c in range(1, 15)]
+                cand = np.nonzero(mine)[0]
+                counts = np.bincount(flab[cand], minlength=25).astype(np.float64)
+                weights = 1.0 / np.sqrt(counts[flab[cand]])
+                n_pts = min(num_points, cand.size)
+                pick = np.sort(rng.choice(cand, size=n_pts, replace=False, p=weights / weights.sum()))
+                ann.update(
+                    dp_x=[float(p % 256) + 0.5 for p in pick],
+                    dp_y=[float(p // 256) + 0.5 for p in pick],
+                    dp_I=[float(i) for i in flab[pick]],
+                    dp_U=[round(float(u), 6) for u in fu[pick]],
+                    dp_V=[round(float(v), 6) for v in fv[pick]],
+                    dp_masks=masks,
+                )
+        anns.append(ann)
+    dense = {"I": lab, "U": uu, "V": vv, "owner": owner}
+    return img, anns, dense
+
+
+def synthetic_uv_symmetry_tables() -> Tuple[np.ndarray, np.ndarray]:
+    """(U, V) tables (24, 256, 256) of the synthetic charts: identity, but V -> 1 - V on the torso."""
+    u, v = DensePoseTransformData.identity_tables()
+    v[0:2] = 1.0 - v[0:2]
+    return u, v
+
+
+def synthetic_split_paths(root: Union[str, os.PathLike], split: str) -> Tuple[str, str]:
+    """(images folder, annotation JSON) of a split ("train" / "val") under `root`."""
+    if split not in _SPLIT_IDS:
+        raise ValueError(f"unknown synthetic split '{split}' (expected one of {sorted(_SPLIT_IDS)})")
+    root = os.fspath(root)
+    return os.path.join(root, split), os.path.join(root, "annotations", f"densepose_synthetic_{split}.json")
+
+
+def generate_split(
+    root: Union[str, os.PathLike],
+    split: str,
+    num_images: int,
+    seed: int = 0,
+    min_size: int = 128,
+    max_size: int = 192,
+    save_dense: bool = False,
+    image_ext: str = ".jpg",
+) -> Dict[str, Any]:
+    """Write `num_images` images and the COCO JSON of one split; returns the JSON dict."""
+    if not 8 <= min_size <= max_size:
+        raise ValueError(f"need 8 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
+    if image_ext not in (".jpg", ".png"):
+        raise ValueError(f"image_ext must be .jpg or .png, got {image_ext}")
+    img_dir, json_path = synthetic_split_paths(root, split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    images, annotations = [], []
+    for k in range(num_images):
+        rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], k])
+        img, anns, dense = render_synthetic_image(rng, min_size, max_size)
+        image_id = k + 1
+        fname = f"{split}_{image_id:06d}{image_ext}"
+        params = [cv2.IMWRITE_JPEG_QUALITY, 92] if image_ext == ".jpg" else []
+        if not cv2.imwrite(os.path.join(img_dir, fname), img, params):
+            raise OSError(f"cannot write image {os.path.join(img_dir, fname)}")
+        if save_dense:
+            np.savez_compressed(
+                os.path.join(img_dir, fname.rsplit(".", 1)[0] + "_dense.npz"),
+                I=dense["I"], U=(dense["U"] * 255).round().astype(np.uint8),
+                V=(dense["V"] * 255).round().astype(np.uint8), owner=dense["owner"].astype(np.int8),
+            )  # fmt: skip
+        images.append({"id": image_id, "file_name": fname, "height": img.shape[0], "width": img.shape[1]})
+        for ann in anns:
+            ann = {"id": len(annotations) + 1, "image_id": image_id, **ann}
+            annotations.append(ann)
+    data = {
+        "info": {"description": f"densepose_fnl synthetic DensePose-COCO ({split})", "version": GENERATOR_VERSION},
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
+    tmp = json_path + f".tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, separators=(",", ":"))
+    os.replace(tmp, json_path)
+    return data
+
+
+def generate_synthetic_dataset(
+    output: Union[str, os.PathLike],
+    num_train: int = 200,
+    num_val: int = 50,
+    seed: int = 0,
+    min_size: int = 128,
+    max_size: int = 192,
+    save_dense: bool = False,
+    image_ext: str = ".jpg",
+) -> Path:
+    """Generate both splits, the synthetic UV symmetry .mat and a manifest under `output`."""
+    t0 = time.time()
+    root = Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest_path = root / "manifest.json"
+    if manifest_path.exists():
+        manifest_path.unlink()  # invalid until the new set is complete
+    stats = {}
+    for split, n in (("train", num_train), ("val", num_val)):
+        data = generate_split(root, split, n, seed, min_size, max_size, save_dense, image_ext)
+        stats[split] = {"images": len(data["images"]), "annotations": len(data["annotations"])}
+    u, v = synthetic_uv_symmetry_tables()
+    DensePoseTransformData.save(root / "UV_symmetry_transforms.mat", u.astype(np.float32), v.astype(np.float32))
+    manifest = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext)
+    manifest["stats"] = stats
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=1)
+    logger.info("Synthetic DensePose set written to %s in %.1fs: %s", root, time.time() - t0, stats)
+    return root
+
+
+def _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext) -> Dict[str, Any]:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "seed": int(seed),
+        "min_size": int(min_size),
+        "max_size": int(max_size),
+        "save_dense": bool(save_dense),
+        "image_ext": image_ext,
+    }
+
+
+def ensure_synthetic_dataset(
+    root: Optional[Union[str, os.PathLike]] = None,
+    num_train: int = 200,
+    num_val: int = 50,
+    seed: int = 0,
+    min_size: int = 128,
+    max_size: int = 192,
+    save_dense: bool = False,
+    image_ext: str = ".jpg",
+) -> Path:
+    """Return the synthetic dataset root, generating it first if it is missing, incomplete or was made
+    with other parameters. `root` defaults to $DENSEPOSE_SYNTHETIC_ROOT or <DENSEPOSE_DATASETS>/synthetic
+    (where `densepose_synthetic_train` / `densepose_synthetic_val` look)."""
+    if root is None:
+        from .datasets.builtin import synthetic_root
+
+        root = synthetic_root()
+    root = Path(root)
+    want = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext)
+    manifest_path = root / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            have = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            have = {}
+        have.pop("stats", None)
+        complete = all(os.path.isfile(synthetic_split_paths(root, s)[1]) for s in _SPLIT_IDS) and (
+            root / "UV_symmetry_transforms.mat"
+        ).is_file()
+        if have == want and complete:
+            return root
+        logger.warning("Synthetic dataset at %s is incomplete or made with other parameters; regenerating", root)
+    return generate_synthetic_dataset(root, num_train, num_val, seed, min_size, max_size, save_dense, image_ext)
