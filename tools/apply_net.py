@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""Apply Net: run DensePose on images, folders, globs or videos; dump the results or draw them.
+
+    apply_net.py dump CONFIG MODEL INPUT [--output results.pkl] [--iuv-dir DIR] [options] [KEY VALUE ...]
+    apply_net.py show CONFIG MODEL INPUT VISUALIZATIONS [--output out.png] [options] [KEY VALUE ...]
+
+Same verbs and options as detectron2's DensePose `apply_net.py` where they exist. INPUT is an image
+file, a folder (its files, sorted), a glob ("photos/*.jpg", quoted) or a video file (read with OpenCV,
+processed frame by frame). Config overrides: `--opts KEY VALUE ...` or plain trailing KEY VALUE pairs.
+Common options: `--min_score S` (detections below S are dropped; sets
+MODEL.ROI_HEADS.SCORE_THRESH_TEST; default 0.8 for show, the config's value for dump), `--nms_thresh T`,
+`--device cpu|cuda`, `-v` / `-vv` (log more).
+
+show: VISUALIZATIONS is a comma-separated list of bbox, dp_segm, dp_u, dp_v, dp_contour,
+dp_iuv_texture (the latter needs `--texture_atlas FILE`, a 4 x 6 tile atlas such as DensePose's
+texture_from_SURREAL.png), drawn left to right on the grey picture (`--background color` keeps the
+colours). One input: written to `--output` exactly (default outputres.png); several inputs: one file
+per input named `<output stem>.<NNNN><ext>` (NNNN = the input's 1-based position). A video input is
+written as an MP4 (mp4v) with the same frame count and frame rate (`.mp4` replaces an image extension).
+
+dump: `--output FILE` (default results.pkl) is written with `torch.save` and holds a list with one
+dict per image (per frame for videos):
+    {"file_name": str,                     # the input path
+     "frame_index": int,                   # videos only
+     "image_size": (height, width),
+     "scores": FloatTensor (N,),
+     "pred_boxes_XYXY": FloatTensor (N, 4),   # image pixels
+     "pred_densepose": [                   # one per person, over its box (int-truncated size h x w)
+         {"labels": ByteTensor (h, w),     # 0 = background, 1..24 = body part I
+          "uv": FloatTensor (2, h, w)},    # U = uv[0], V = uv[1], in [0, 1]
+         ...]}
+Load it (plain tensors only, no densepose_fnl needed):
+    import torch
+    dump = torch.load("results.pkl", weights_only=True)
+    for entry in dump:
+        for box, dp in zip(entry["pred_boxes_XYXY"], entry["pred_densepose"]):
+            labels, u, v = dp["labels"], dp["uv"][0], dp["uv"][1]
+    # back to densepose_fnl structures: DensePoseChartResult(labels=dp["labels"].long(), uv=dp["uv"])
+`--iuv-dir DIR` also writes `<stem>_IUV.png` and `<stem>_INDS.png` per image (`<stem>_<frame:06d>_...`
+per video frame) in the original DensePose (Detectron1 infer_simple) convention, see
+`densepose_fnl.postprocess.iuv` (all kept detections are drawn; INDS = rank in ascending score order
++ `--iuv-index-offset`, so by default the lowest-scoring person is 0 there).
+
+A bad input (missing file, unreadable or corrupt image, unreadable video, unsupported extension) is
+reported on one line ("apply_net: error: <path>: <reason>") and skipped; the others are processed.
+Exit code: 0 if everything was processed, 1 if anything failed (2 for command-line usage errors).
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+try:
+    import densepose_fnl  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from densepose_fnl.config import ConfigError, load_config  # noqa: E402
+from densepose_fnl.postprocess.charts import densepose_chart_results  # noqa: E402
+from densepose_fnl.postprocess.iuv import compose_iuv_image, write_iuv_images  # noqa: E402
+from densepose_fnl.structures import DensePoseChartPredictorOutput, DensePoseChartResult  # noqa: E402
+from densepose_fnl.vis import VISUALIZERS, build_visualizer, load_texture_atlas  # noqa: E402
+
+logger = logging.getLogger("apply_net")
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+
+
+class InputError(Exception):
+    """A bad input: reported on one line, then the next input is processed."""
+
+
+def report(path: str, reason: str) -> None:
+    tqdm.write(f"apply_net: error: {path}: {reason}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def list_inputs(spec: str) -> Tuple[List[str], Optional[str]]:
+    """INPUT -> (paths, error message if nothing usable was named)."""
+    if os.path.isdir(spec):
+        names = sorted(n for n in os.listdir(spec) if not os.path.isdir(os.path.join(spec, n)))
+        if not names:
+            return [], "folder has no files"
+        return [os.path.join(spec, n) for n in names], None
+    if os.path.isfile(spec):
+        return [spec], None
+    if glob.has_magic(spec):
+        paths = sorted(p for p in glob.glob(spec) if not os.path.isdir(p))
+        return paths, (None if paths else "no file matches this pattern")
+    return [], "no such file or directory"
+
+
+def input_kind(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    return "unsupported"
+
+
+def read_image(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise InputError("no such file")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError("cannot read image (corrupt or not an image)")
+    return image
+
+
+def open_video(path: str):
+    if not os.path.isfile(path):
+        raise InputError("no such file")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise InputError("cannot open video")
+    return cap
+
+
+# ---------------------------------------------------------------------------------------------- model
+def default_predictor_factory(cfg):
+    try:
+        from densepose_fnl.engine.predictor import DefaultPredictor
+    except ImportError as e:
+        raise RuntimeError(f"the predictor is not available (densepose_fnl.engine.predictor): {e}") from e
+    return DefaultPredictor(cfg)
+
+
+def extract_results(instances, min_score: Optional[float]):
+    """Instances -> (boxes (N, 4) float, scores (N,), list of N DensePoseChartResult) on the CPU."""
+    fields = instances.get_fields() if hasattr(instances, "get_fields") else {}
+    boxes = fields.get("pred_boxes")
+    if boxes is None:
+        return torch.zeros(0, 4), torch.zeros(0), []
+    boxes = getattr(boxes, "tensor", boxes)  # detectron2 Boxes or a plain tensor
+    boxes = torch.as_tensor(boxes).detach().cpu().float().reshape(-1, 4)
+    scores = fields.get("scores")
+    scores = torch.ones(len(boxes)) if scores is None else torch.as_tensor(scores).detach().cpu().float().reshape(-1)
+    dp = fields.get("pred_densepose")
+    if dp is None:
+        raise RuntimeError("the model output has no pred_densepose")
+    if isinstance(dp, DensePoseChartPredictorOutput):
+        results = densepose_chart_results(boxes, dp.to("cpu"))
+    else:  # already per-person chart results
+        results = [r.to("cpu") for r in dp]
+    if min_score is not None:
+        keep = [k for k in range(len(scores)) if float(scores[k]) >= min_score]
+        if len(keep) != len(scores):
+            idx = torch.tensor(keep, dtype=torch.long)
+            boxes, scores, results = boxes[idx], scores[idx], [results[k] for k in keep]
+    return boxes, scores, results
+
+
+# ---------------------------------------------------------------------------------------------- actions
+class DumpAction:
+    def __init__(self, args, n_inputs: int):
+        self.args = args
+        self.entries: List[Dict[str, Any]] = []
+
+    def on_image(self, index: int, path: str, image: np.ndarray, boxes, scores, results, frame: Optional[int] = None):
+        entry: Dict[str, Any] = {"file_name": path}
+        if frame is not None:
+            entry["frame_index"] = frame
+        entry["image_size"] = (int(image.shape[0]), int(image.shape[1]))
+        entry["scores"] = scores.clone()
+        entry["pred_boxes_XYXY"] = boxes.clone()
+        entry["pred_densepose"] = [
+            {"labels": r.labels.to(torch.uint8).clone(), "uv": r.uv.float().clone()} for r in results
+        ]
+        self.entries.append(entry)
+        if self.args.iuv_dir:
+            iuv, inds = compose_iuv_image(
+                boxes, scores, results, image.shape[:2], score_threshold=float("-inf"),
+                index_offset=self.args.iuv_index_offset,
+            )
+            stem = os.path.splitext(os.path.basename(path))[0]
+            name = stem if frame is None else f"{stem}_{frame:06d}"
+            write_iuv_images(self.args.iuv_dir, name + ".png", iuv, inds)
+
+    def start_video(self, index, path, cap) -> None:
+        pass
+
+    def end_video(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        out = self.args.output
+        if os.path.dirname(out):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+        torch.save(self.entries, out)
+        logger.info("dump saved to %s (%d entries)", out, len(self.entries))
+
+
+class ShowAction:
+    def __init__(self, args, n_inputs: int):
+        self.args = args
+        self.n_inputs = n_inputs
+        atlas = load_texture_atlas(args.texture_atlas) if args.texture_atlas else None
+        self.visualizer = build_visualizer(args.visualizations, texture_atlas=atlas)
+        self.writer = None
+        self.video_out = None
+
+    def out_name(self, index: int, video: bool) -> str:
+        base, ext = os.path.splitext(self.args.output)
+        if video and ext.lower() not in VIDEO_EXTENSIONS:
+            ext = ".mp4"
+        if self.n_inputs == 1:
+            return base + ext
+        return f"{base}.{index + 1:04d}{ext}"
+
+    def render(self, image, boxes, scores, results) -> np.ndarray:
+        if self.args.background == "gray":
+            image = np.repeat(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None], 3, axis=2)
+        return self.visualizer.visualize(image, boxes, results, scores)
+
+    def on_image(self, index, path, image, boxes, scores, results, frame: Optional[int] = None):
+        picture = self.render(image, boxes, scores, results)
+        if frame is not None:
+            if self.writer is None:
+                raise InputError("video writer is not open")
+            self.writer.write(picture)
+            return
+        out = self.out_name(index, video=False)
+        if os.path.dirname(out):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+        if not cv2.imwrite(out, picture):
+            raise InputError(f"cannot write {out}")
+        logger.info("%s -> %s", path, out)
+
+    def start_video(self, index, path, cap) -> None:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        out = self.out_name(index, video=True)
+        if os.path.dirname(out):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+        self.writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not self.writer.isOpened():
+            self.writer = None
+            raise InputError(f"cannot write video {out}")
+        self.video_out = out
+
+    def end_video(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            logger.info("video written to %s", self.video_out)
+        self.writer = None
+
+    def finish(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def create_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apply_net.py", description="Apply Net - dump or visualize DensePose results",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", title="actions", metavar="{dump,show}")
+    sub.required = True
+    dump = sub.add_parser("dump", help="Dump model outputs to a file.")
+    show = sub.add_parser("show", help="Visualize selected entries")
+    for p in (dump, show):
+        p.add_argument("-v", "--verbosity", action="count", default=0, help="-v: info, -vv: debug")
+        p.add_argument("cfg", metavar="<config>", help="Config file")
+        p.add_argument("model", metavar="<model>", help="Model file (sets MODEL.WEIGHTS)")
+        p.add_argument("input", metavar="<input>", help="Image, folder, glob pattern or video")
+    show.add_argument(
+        "visualizations", metavar="<visualizations>",
+        help=f"Comma separated list of visualizations, possible values: [{','.join(sorted(VISUALIZERS))}]",
+    )
+    dump.add_argument("--output", metavar="<dump_file>", default="results.pkl", help="File name to save dump to")
+    dump.add_argument("--iuv-dir", "--iuv_dir", dest="iuv_dir", metavar="<dir>", default=None,
+                      help="Also write <name>_IUV.png and <name>_INDS.png (Detectron1 convention) here")
+    dump.add_argument("--iuv-index-offset", "--iuv_index_offset", dest="iuv_index_offset", type=int, default=0,
+                      help="Added to the INDS rank (0 = Detectron1: the lowest-scoring person is 0)")
+    dump.add_argument("--min_score", metavar="<score>", default=None, type=float,
+                      help="Minimum detection score (default: the config's SCORE_THRESH_TEST)")
+    show.add_argument("--output", metavar="<image_file>", default="outputres.png", help="File name to save output to")
+    show.add_argument("--min_score", metavar="<score>", default=0.8, type=float, help="Minimum detection score to visualize")
+    show.add_argument("--texture_atlas", metavar="<texture_atlas>", default=None,
+                      help="Texture atlas file (for IUV texture transfer)")
+    show.add_argument("--background", choices=["gray", "color"], default="gray",
+                      help="Draw on the grey (default, as detectron2) or on the colour picture")
+    for p in (dump, show):
+        p.add_argument("--nms_thresh", metavar="<threshold>", default=None, type=float, help="NMS threshold")
+        p.add_argument("--device", default=None, help="cpu or cuda (sets MODEL.DEVICE)")
+        p.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
+                       help="Modify config options using the command-line 'KEY VALUE' pairs")
+    return parser
+
+
+def setup_config(args):
+    opts = list(args.opts)
+    if args.min_score is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.min_score)]
+    if args.nms_thresh is not None:
+        opts += ["MODEL.ROI_HEADS.NMS_THRESH_TEST", str(args.nms_thresh)]
+    if args.device:
+        opts += ["MODEL.DEVICE", args.device]
+    opts += ["MODEL.WEIGHTS", args.model]
+    cfg = load_config(args.cfg, opts)
+    cfg.freeze()
+    return cfg
+
+
+def process_input(index: int, path: str, predictor, action, min_score) -> None:
+    kind = input_kind(path)
+    if kind == "unsupported":
+        if not os.path.lexists(path):
+            raise InputError("no such file")
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+        raise InputError(f"unsupported file type '{os.path.splitext(path)[1] or '(none)'}' (supported: {exts})")
+    if kind == "image":
+        image = read_image(path)
+        with torch.no_grad():
+            instances = predictor(image)["instances"]
+        action.on_image(index, path, image, *extract_results(instances, min_score))
+        return
+    cap = open_video(path)
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        frame_idx = 0
+        bar = tqdm(total=total, desc=os.path.basename(path), unit="frame", leave=False, position=1)
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if frame_idx == 0:
+                    action.start_video(index, path, cap)
+                with torch.no_grad():
+                    instances = predictor(frame)["instances"]
+                action.on_image(index, path, frame, *extract_results(instances, min_score), frame=frame_idx)
+                frame_idx += 1
+                bar.update(1)
+        finally:
+            bar.close()
+            action.end_video()
+        if frame_idx == 0:
+            raise InputError("cannot read any frame from the video (corrupt or unsupported codec)")
+    finally:
+        cap.release()
+
+
+def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable] = None) -> int:
+    parser = create_argument_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") and not _is_number(a)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.opts = list(args.opts) + list(extra)  # trailing KEY VALUE overrides
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbosity, 2)])
+
+    try:
+        cfg = setup_config(args)
+    except ConfigError as e:
+        print(f"apply_net: error: {e}", file=sys.stderr)
+        return 1
+    paths, problem = list_inputs(args.input)
+    if problem:
+        report(args.input, problem)
+        return 1
+    try:
+        action = (DumpAction if args.command == "dump" else ShowAction)(args, len(paths))
+    except ValueError as e:  # unknown visualizer, unusable texture atlas
+        print(f"apply_net: error: {e}", file=sys.stderr)
+        return 1
+    if args.model and "://" not in args.model and not os.path.exists(args.model):
+        print(f"apply_net: error: {args.model}: model file not found", file=sys.stderr)
+        return 1
+    try:
+        predictor = (predictor_factory or default_predictor_factory)(cfg)
+    except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
+        logger.debug("predictor construction failed", exc_info=True)
+        print(f"apply_net: error: cannot build the model from {args.cfg} and {args.model}: {e}", file=sys.stderr)
+        return 1
+
+    min_score = args.min_score
+    failed = 0
+    for index, path in enumerate(tqdm(paths, desc=args.command, unit="input", position=0)):
+        try:
+            process_input(index, path, predictor, action, min_score)
+        except InputError as e:
+            report(path, str(e))
+            failed += 1
+        except Exception as e:  # noqa: BLE001 - keep going with the other inputs
+            logger.debug("failure on %s", path, exc_info=True)
+            report(path, f"{type(e).__name__}: {e}")
+            failed += 1
+    try:
+        action.finish()
+    except OSError as e:
+        print(f"apply_net: error: cannot write {args.output}: {e}", file=sys.stderr)
+        return 1
+    if failed:
+        logger.warning("%d of %d inputs failed", failed, len(paths))
+    return 1 if failed else 0
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
