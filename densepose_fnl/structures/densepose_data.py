@@ -197,10 +197,14 @@ class DensePoseTransformData:
         def cells(t: np.ndarray) -> np.ndarray:
             c = np.empty((1, 24), dtype=object)
             for k in range(24):
-                c[0, k] = np.asarray(t[k], dtype=np.float64)
+                c[0, k] = np.asarray(t[k], dtype=np.float32)
             return c
 
-        scipy.io.savemat(os.fspath(path), {"U_transforms": cells(u_tables), "V_transforms": cells(v_tables)})
+        scipy.io.savemat(
+            os.fspath(path),
+            {"U_transforms": cells(u_tables), "V_transforms": cells(v_tables)},
+            do_compression=True,
+        )
 
     @staticmethod
     def identity_tables() -> Tuple[np.ndarray, np.ndarray]:
