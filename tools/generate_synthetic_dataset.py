@@ -15,8 +15,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from densepose_fnl.data.synthetic import generate_synthetic_dataset  # noqa: E402
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +32,8 @@ def main(argv=None) -> int:
     if not 8 <= args.min_size <= args.max_size:
         p.error(f"need 8 <= --min-size <= --max-size, got {args.min_size}, {args.max_size}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from densepose_fnl.data.synthetic import generate_synthetic_dataset
+
     t0 = time.time()
     root = generate_synthetic_dataset(
         args.output, args.num_train, args.num_val, args.seed, args.min_size, args.max_size,

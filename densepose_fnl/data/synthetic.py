@@ -4,7 +4,7 @@ Every person is a skeleton (pelvis, neck, shoulders, elbows, wrists, hips, knees
 random and drawn as capsules (limbs, hands, feet, torso) and an ellipse (head, split into right and left
 face). Each part carries a smooth chart: U runs along the part (0 at the proximal end, 1 at the distal
 end; top to chin for the head), V across it (limbs, hands, feet: medial 0 -> lateral 1 anatomically,
-whichever way the person faces; torso: person's right 0 -> left 1; head halves: midline 0 -> side 1).
+whichever way the person faces; torso: person's left 0 -> right 1; head halves: midline 0 -> side 1).
 People face the camera (front parts: 2, 9, 10, 13, 14, 15, 16, 21, 22) or turn their back (1, 7, 8, 11,
 12, 17, 18, 19, 20); both head halves 23/24 show either way.
 
@@ -121,9 +121,44 @@ def _skeleton(rng: np.random.Generator) -> Dict[str, np.ndarray]:
     return j
 
 
+def _mirror_skeleton(j: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The skeleton mirrored left-right (x -> -x) with right and left joints exchanged."""
+    swap = {"R": "L", "L": "R"}
+    out = {}
+    for key, p in j.items():
+        new_key = key[:-1] + swap[key[-1]] if key[-1] in swap else key
+        out[new_key] = np.array([-p[0], p[1]])
+    return out
+
+
 def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, facing: int) -> _Person:
     j = _skeleton(rng)
     tilt = float(rng.normal(0, 0.08))
+    thickness = float(rng.uniform(0.85, 1.15))
+    clothes = rng.uniform(30, 230, size=(3, 3)).astype(np.float32)  # shirt, trousers, shoes
+    skin = np.array([120, 150, 200], np.float32) * rng.uniform(0.5, 1.1)
+    group = np.zeros((25, 3), np.float32)
+    for lbl in (1, 2, 15, 16, 17, 18):
+        group[lbl] = clothes[0]
+    for lbl in range(7, 15):
+        group[lbl] = clothes[1]
+    group[[5, 6]] = clothes[2]
+    for lbl in (3, 4, 19, 20, 21, 22, 23, 24):
+        group[lbl] = skin
+    colors = np.clip(0.6 * _PART_PALETTE + 0.4 * group, 0, 255)
+    return _build_person(j, height, center, facing, tilt, thickness, colors)
+
+
+def _build_person(
+    j: Dict[str, np.ndarray],
+    height: float,
+    center: np.ndarray,
+    facing: int,
+    tilt: float,
+    thickness: float,
+    colors: np.ndarray,
+) -> _Person:
+    """Parts of a person from its skeleton (person frame), size, position, facing and tilt."""
     mirror = np.array([1.0, 1.0]) if facing > 0 else np.array([-1.0, 1.0])
 
     def P(p: np.ndarray) -> np.ndarray:  # person frame -> image pixels
@@ -134,8 +169,7 @@ def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, fa
         return v / (np.linalg.norm(v) + 1e-12)
 
     fi = 0 if facing > 0 else 1
-    w = height * rng.uniform(0.85, 1.15)  # body thickness factor
-    parts: List[_Part] = []
+    w = height * thickness
 
     def limb(name: str, side: str, a: np.ndarray, b: np.ndarray, r: float) -> _Part:
         s = 1.0 if side == "R" else -1.0
@@ -158,18 +192,6 @@ def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, fa
     head = _Part(23, "head", P(j["head"]) + 0.03 * height * up, up, 0.07 * height, sv=float(facing),
                  length=0.09 * height)  # fmt: skip
     parts = legs + [torso] + arms + [head]
-
-    clothes = rng.uniform(30, 230, size=(3, 3)).astype(np.float32)  # shirt, trousers, shoes
-    skin = np.array([120, 150, 200], np.float32) * rng.uniform(0.5, 1.1)
-    group = np.zeros((25, 3), np.float32)
-    for lbl in (1, 2, 15, 16, 17, 18):
-        group[lbl] = clothes[0]
-    for lbl in range(7, 15):
-        group[lbl] = clothes[1]
-    group[[5, 6]] = clothes[2]
-    for lbl in (3, 4, 19, 20, 21, 22, 23, 24):
-        group[lbl] = skin
-    colors = np.clip(0.6 * _PART_PALETTE + 0.4 * group, 0, 255)
     return _Person(parts, facing, colors)
 
 
