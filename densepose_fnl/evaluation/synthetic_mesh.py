@@ -1,0 +1,211 @@
+"""A small synthetic body mesh with 24 UV charts and true geodesic distances, written in the official
+DensePose eval-data formats, so the real loading and scoring code can run without the official files.
+
+Mesh: a strip of 24 parts laid side by side along x and bent into a half-cylinder across its width; each
+part is a ``grid x grid`` vertex patch whose chart is ``u = (column within part) / (grid - 1)``,
+``v = row / (grid - 1)``. Neighbouring parts share their seam column (as in SMPL, a seam vertex appears
+once per chart in the subdivided point list). Geodesic distances are shortest paths along the mesh edges
+(grid edges plus one diagonal per quad), computed with Dijkstra.
+
+Files (same names, variables, shapes and layouts as the official ones):
+
+* ``SMPL_subdiv.mat``: ``U_subdiv``, ``V_subdiv`` (N, 1) float64, ``Part_ID_subdiv`` (N, 1) uint8;
+* ``SMPL_SUBDIV_TRANSFORM.mat``: ``index`` (N, 1) uint32, 1-based vertex of each point;
+* ``Pdist_matrix.pkl``: a Python-2 style protocol-2 pickle (as the official file: loaded with
+  ``encoding="latin1"``) of ``{"Pdist_matrix": float32 array (K, 1)}``, K = n (n - 1) / 2, pair a < b at
+  ``b (b - 1) / 2 + a``. Written streaming, so full-size tables (27,554 vertices) can be produced too.
+"""
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from scipy.io import savemat
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
+
+NUM_PARTS = 24
+
+
+@dataclass
+class SyntheticBodyMesh:
+    vertices: np.ndarray  # (n, 3) float64
+    subdiv_uv: np.ndarray  # (N, 2) float64 chart coordinates of each subdivided point
+    subdiv_part: np.ndarray  # (N,) int 1..24
+    subdiv_vertex: np.ndarray  # (N,) int 0-based mesh vertex of each point
+    geodesic: np.ndarray  # (n, n) float64 shortest-path distances
+    grid: int
+
+    @property
+    def num_vertices(self) -> int:
+        return len(self.vertices)
+
+    def condensed(self) -> np.ndarray:
+        """Distances in the official condensed order (pair a < b at b (b - 1) / 2 + a), float32."""
+        rows, cols = np.tril_indices(self.num_vertices, -1)
+        return self.geodesic[rows, cols].astype(np.float32)
+
+    def vertex_of(self, part: int, u: float, v: float) -> int:
+        """0-based mesh vertex at chart point (u, v) of part (1-based), on the grid."""
+        g = self.grid
+        col = (part - 1) * (g - 1) + int(round(u * (g - 1)))
+        row = int(round(v * (g - 1)))
+        return row * ((g - 1) * NUM_PARTS + 1) + col
+
+
+def make_synthetic_mesh(grid: int = 6, part_length: float = 0.12, radius: float = 0.06) -> SyntheticBodyMesh:
+    g = int(grid)
+    ncols = (g - 1) * NUM_PARTS + 1
+    cols, rows = np.meshgrid(np.arange(ncols), np.arange(g))  # vertex id = row * ncols + col
+    angle = rows / (g - 1) * np.pi
+    vertices = np.stack(
+        [cols * part_length / (g - 1), radius * np.cos(angle), radius * np.sin(angle)], axis=-1
+    ).reshape(-1, 3)
+    vid = (rows * ncols + cols)
+    edges = [
+        (vid[:, :-1], vid[:, 1:]),  # along x
+        (vid[:-1, :], vid[1:, :]),  # across
+        (vid[:-1, :-1], vid[1:, 1:]),  # one diagonal per quad
+    ]
+    a = np.concatenate([e[0].ravel() for e in edges])
+    b = np.concatenate([e[1].ravel() for e in edges])
+    w = np.linalg.norm(vertices[a] - vertices[b], axis=1)
+    n = len(vertices)
+    graph = coo_matrix((w, (a, b)), shape=(n, n)).tocsr()
+    geodesic = dijkstra(graph, directed=False)
+    uv, part, vert = [], [], []
+    for p in range(NUM_PARTS):
+        for r in range(g):
+            for c in range(g):
+                uv.append((c / (g - 1), r / (g - 1)))
+                part.append(p + 1)
+                vert.append(r * ncols + p * (g - 1) + c)
+    return SyntheticBodyMesh(
+        vertices=vertices,
+        subdiv_uv=np.array(uv, dtype=np.float64),
+        subdiv_part=np.array(part, dtype=np.int64),
+        subdiv_vertex=np.array(vert, dtype=np.int64),
+        geodesic=geodesic,
+        grid=g,
+    )
+
+
+# ----------------------------------------------------------------------------- official file formats
+def _short_binstring(s: bytes) -> bytes:
+    return b"U" + bytes([len(s)]) + s
+
+
+def _binint(v: int) -> bytes:
+    return b"J" + struct.pack("<i", v)
+
+
+def write_pdist_pickle(path: Union[str, Path], count: int, chunks: Iterable[np.ndarray]) -> Path:
+    """Write ``{"Pdist_matrix": float32 array (count, 1)}`` as Python 2's cPickle (protocol 2) would, the
+    data streamed from ``chunks`` (float32 arrays in condensed order, ``count`` values in total)."""
+    path = Path(path)
+    nbytes = count * 4
+    if nbytes >= 2**31:
+        raise ValueError("table too large for a protocol-2 BINSTRING")
+    head = b"".join(
+        [
+            b"\x80\x02}q\x01",  # PROTO 2, EMPTY_DICT, BINPUT
+            _short_binstring(b"Pdist_matrix") + b"q\x02",
+            b"cnumpy.core.multiarray\n_reconstruct\nq\x03",
+            b"cnumpy\nndarray\nq\x04",
+            b"K\x00\x85q\x05",  # (0,)
+            _short_binstring(b"b") + b"\x87q\x06Rq\x07",  # _reconstruct(ndarray, (0,), 'b')
+            b"(K\x01",  # state: (1, shape, dtype, is_fortran, data)
+            _binint(count) + b"K\x01\x86q\x08",  # shape (count, 1)
+            b"cnumpy\ndtype\nq\x09" + _short_binstring(b"f4") + b"K\x00K\x01\x87Rq\x0a",
+            b"(K\x03" + _short_binstring(b"<") + b"NNN" + _binint(-1) + _binint(-1) + b"K\x00tb",
+            b"\x89",  # is_fortran False
+            b"T" + struct.pack("<i", nbytes),  # BINSTRING
+        ]
+    )
+    written = 0
+    with open(path, "wb") as f:
+        f.write(head)
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype="<f4").ravel()
+            f.write(chunk.tobytes())
+            written += chunk.size
+        if written != count:
+            raise ValueError(f"wrote {written} distances, expected {count}")
+        f.write(b"tq\x0bbs.")  # TUPLE, BINPUT, BUILD, SETITEM, STOP
+    return path
+
+
+def write_subdiv_files(out_dir: Union[str, Path], subdiv_uv: np.ndarray, subdiv_part: np.ndarray, subdiv_vertex: np.ndarray) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    savemat(
+        str(out_dir / "SMPL_subdiv.mat"),
+        {
+            "U_subdiv": np.asarray(subdiv_uv[:, 0], dtype=np.float64)[:, None],
+            "V_subdiv": np.asarray(subdiv_uv[:, 1], dtype=np.float64)[:, None],
+            "Part_ID_subdiv": np.asarray(subdiv_part, dtype=np.uint8)[:, None],
+        },
+    )
+    savemat(str(out_dir / "SMPL_SUBDIV_TRANSFORM.mat"), {"index": (np.asarray(subdiv_vertex) + 1).astype(np.uint32)[:, None]})
+
+
+def write_eval_data(mesh: SyntheticBodyMesh, out_dir: Union[str, Path]) -> Path:
+    """Write the three official eval files for ``mesh`` into out_dir."""
+    out_dir = Path(out_dir)
+    write_subdiv_files(out_dir, mesh.subdiv_uv, mesh.subdiv_part, mesh.subdiv_vertex)
+    table = mesh.condensed()
+    write_pdist_pickle(out_dir / "Pdist_matrix.pkl", table.size, [table])
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- annotations
+def encode_rle(mask: np.ndarray) -> Dict[str, Any]:
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def densepose_annotation(
+    ann_id: int,
+    image_id: int,
+    bbox: Sequence[float],
+    points: Optional[np.ndarray] = None,
+    coarse_mask: Optional[np.ndarray] = None,
+    iscrowd: int = 0,
+    category_id: int = 1,
+) -> Dict[str, Any]:
+    """A COCO-DensePose person annotation. points: (P, 5) rows (x, y, I, U, V), x and y in the 0..255 box
+    frame; coarse_mask: (256, 256) label map 0..14 giving the 14 ``dp_masks`` (default: all part 1)."""
+    x, y, w, h = [float(v) for v in bbox]
+    ann: Dict[str, Any] = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x, y, w, h],
+        "area": w * h,
+        "iscrowd": iscrowd,
+        "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+    }
+    if points is not None:
+        points = np.asarray(points, dtype=np.float64)
+        if coarse_mask is None:
+            coarse_mask = np.ones((256, 256), dtype=np.uint8)
+        ann.update(
+            dp_x=points[:, 0].tolist(),
+            dp_y=points[:, 1].tolist(),
+            dp_I=points[:, 2].tolist(),
+            dp_U=points[:, 3].tolist(),
+            dp_V=points[:, 4].tolist(),
+            dp_masks=[encode_rle(coarse_mask == k) if (coarse_mask == k).any() else [] for k in range(1, 15)],
+        )
+    return ann
+
+
+def coco_dataset(images: List[Dict[str, Any]], annotations: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
+    }
