@@ -1,0 +1,3 @@
+from .checkpointer import DensePoseCheckpointer
+
+__all__ = ["DensePoseCheckpointer"]

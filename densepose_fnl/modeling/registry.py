@@ -18,3 +18,4 @@ def get_from_registry(registry: Registry, name: str, config_key: str):
         choices = ", ".join(sorted(k for k, _ in registry))
         raise KeyError(f"{config_key} = '{name}' is not a registered {registry._name}; choices: {choices}")
     return registry.get(name)
+DENSEPOSE_LOSS_REGISTRY = Registry("DENSEPOSE_LOSS")

@@ -3,6 +3,17 @@ from typing import Any, Dict, Iterator, List, Tuple
 import torch
 
 
+def _index_list(values: list, item) -> list:
+    """Index a Python list like a tensor: by slice, boolean mask or integer indices."""
+    if isinstance(item, slice):
+        return values[item]
+    if isinstance(item, torch.Tensor):
+        if item.dtype == torch.bool:
+            item = torch.nonzero(item).flatten()
+        item = item.tolist()
+    return [values[i] for i in item]
+
+
 class Instances:
     """Per-image set of instances with named fields of equal length (detectron2's `Instances`).
 
@@ -65,7 +76,7 @@ class Instances:
             item = slice(item, None, len(self)) if item != -1 else slice(item, None)
         ret = Instances(self._image_size)
         for k, v in self._fields.items():
-            ret.set(k, v[item])
+            ret.set(k, _index_list(v, item) if isinstance(v, list) else v[item])
         return ret
 
     def __len__(self) -> int:
