@@ -100,12 +100,16 @@ class _ArrayStub:
         self.shape = None
         self.dtype = None
         self.fortran = False
+        self.data = None  # small payloads stay inline in the skeleton
 
     def __setstate__(self, state):
         if len(state) == 5:
             state = state[1:]
-        shape, dtype, fortran, _ = state
+        shape, dtype, fortran, data = state
         self.shape, self.dtype, self.fortran = tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran)
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.data = bytes(data) if data is not None and len(data) else None
 
 
 def _stub_reconstruct(*args):
@@ -193,8 +197,8 @@ def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLi
     stub = obj[key]
     if not isinstance(stub, _ArrayStub) or stub.shape is None:
         raise ValueError(f"{src}: '{key}' is not a numpy array")
-    if len(payloads) != 1:
-        raise ValueError(f"{src}: expected one large data block, found {len(payloads)}")
+    if len(payloads) > 1 or (not payloads and stub.data is None):
+        raise ValueError(f"{src}: expected one data block, found {len(payloads)}")
     count = int(np.prod(stub.shape))
     if any(s != 1 for s in stub.shape[1:]):
         raise ValueError(f"{src}: expected shape (K, 1), got {stub.shape}")
@@ -202,7 +206,7 @@ def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLi
     out_dtype = np.dtype("<f8") if src_dtype.kind == "f" and src_dtype.itemsize > 4 else np.dtype("<f4")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-    offset, length, utf8 = payloads[0]
+    chunks = _iter_payload(src, *payloads[0]) if payloads else iter([stub.data])
     written = 0
     pending = b""
     try:
@@ -210,7 +214,7 @@ def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLi
             np.lib.format.write_array_header_2_0(
                 out, {"descr": np.lib.format.dtype_to_descr(out_dtype), "fortran_order": False, "shape": (count,)}
             )
-            for data in _iter_payload(src, offset, length, utf8):
+            for data in chunks:
                 if pending:
                     data = pending + data
                 usable = len(data) - len(data) % src_dtype.itemsize
