@@ -226,6 +226,11 @@ class DensePoseCocoEvaluation:
                 px[pts == -1] = 0
                 py[pts == -1] = 0
                 iuv = iuv_of(dt)
+                if iuv.shape[1] < dy or iuv.shape[2] < dx:
+                    raise ValueError(
+                        f"detection {dt.id} (image {dt.image_id}): DensePose data of size {list(iuv.shape[1:])} "
+                        f"is smaller than its integer box {[dy, dx]} (bbox {dt.bbox})"
+                    )
                 ipoints = iuv[0, py, px]
                 upoints = iuv[1, py, px] / 255.0
                 vpoints = iuv[2, py, px] / 255.0
