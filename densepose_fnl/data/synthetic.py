@@ -238,10 +238,16 @@ def _render(people: Sequence[_Person], xs: np.ndarray, ys: np.ndarray):
     vv = np.zeros(n, np.float32)
     owner = np.full(n, -1, np.int16)
     for k, person in enumerate(people):
+        lo, hi = _person_extent(person)
+        sel = np.nonzero((xs >= lo[0]) & (xs <= hi[0]) & (ys >= lo[1]) & (ys <= hi[1]))[0]
+        if sel.size == 0:
+            continue
+        px, py = xs[sel], ys[sel]
         for part in person.parts:
-            idx, labels, u, v = _eval_part(part, xs, ys)
+            idx, labels, u, v = _eval_part(part, px, py)
             if idx.size == 0 or labels is None or labels.size == 0:
                 continue
+            idx = sel[idx]
             lab[idx], uu[idx], vv[idx], owner[idx] = labels, u, v, k
     return lab, uu, vv, owner
 
@@ -280,12 +286,12 @@ def _person_extent(person: _Person) -> Tuple[np.ndarray, np.ndarray]:
     return (pts_a - rad_a).min(0), (pts_a + rad_a).max(0)
 
 
-def _iou(b1: Sequence[float], b2: Sequence[float]) -> float:
+def _overlap(b1: Sequence[float], b2: Sequence[float]) -> float:
     ix = max(0.0, min(b1[2], b2[2]) - max(b1[0], b2[0]))
     iy = max(0.0, min(b1[3], b2[3]) - max(b1[1], b2[1]))
     inter = ix * iy
-    union = (b1[2] - b1[0]) * (b1[3] - b1[1]) + (b2[2] - b2[0]) * (b2[3] - b2[1]) - inter
-    return inter / max(union, 1e-9)
+    smaller = min((b1[2] - b1[0]) * (b1[3] - b1[1]), (b2[2] - b2[0]) * (b2[3] - b2[1]))
+    return inter / max(smaller, 1e-9)
 
 
 def _rle(mask: np.ndarray) -> Dict[str, Any]:
@@ -297,30 +303,35 @@ def _rle(mask: np.ndarray) -> Dict[str, Any]:
 
 def _sample_people(rng: np.random.Generator, h: int, w: int) -> List[_Person]:
     n_target = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    hi_frac = (0.95, 0.85, 0.75, 0.7)[n_target - 1]
     people, boxes = [], []
     for _ in range(n_target):
-        for _attempt in range(25):
-            height = rng.uniform(0.45, 0.95) * h
+        height = rng.uniform(0.4, hi_frac) * h
+        placed = False
+        for _shrink in range(4):
             facing = 1 if rng.random() < 0.6 else -1
             person = _make_person(rng, height, np.zeros(2), facing)
             lo, hi = _person_extent(person)
             size = hi - lo
-            if size[0] > 0.95 * w:  # too wide for the image: try a smaller one
-                continue
-            # allow up to 8% of the person outside the image on each side
-            x0 = rng.uniform(-lo[0] - 0.08 * size[0], w - hi[0] + 0.08 * size[0])
-            y0 = rng.uniform(-lo[1] - 0.08 * size[1], h - hi[1] + 0.08 * size[1])
-            shift = np.array([x0, y0])
-            box = [lo[0] + x0, lo[1] + y0, hi[0] + x0, hi[1] + y0]
-            if any(_iou(box, b) > 0.3 for b in boxes):
-                continue
-            for p in person.parts:
-                p.a = p.a + shift
-                if p.kind == "capsule":
-                    p.b = p.b + shift
-            people.append((height, person))
-            boxes.append(box)
-            break
+            for _attempt in range(12 if size[0] <= 0.95 * w else 0):
+                # allow up to 8% of the person outside the image on each side
+                x0 = rng.uniform(-lo[0] - 0.08 * size[0], w - hi[0] + 0.08 * size[0])
+                y0 = rng.uniform(-lo[1] - 0.08 * size[1], h - hi[1] + 0.08 * size[1])
+                box = [lo[0] + x0, lo[1] + y0, hi[0] + x0, hi[1] + y0]
+                if any(_overlap(box, b) > 0.35 for b in boxes):
+                    continue
+                shift = np.array([x0, y0])
+                for p in person.parts:
+                    p.a = p.a + shift
+                    if p.kind == "capsule":
+                        p.b = p.b + shift
+                people.append((height, person))
+                boxes.append(box)
+                placed = True
+                break
+            if placed:
+                break
+            height *= 0.8  # no room: try a smaller person
     people.sort(key=lambda t: t[0])  # smaller (farther) people first, larger ones occlude them
     return [p for _, p in people]
 
