@@ -150,6 +150,12 @@ def test_densepose_list_follows_instances_indexing():
     assert inst[1:].gt_densepose[1] is b
     assert inst[0].gt_densepose[0] is a
     assert len(inst.to("cpu").gt_densepose) == 3
+    lst = DensePoseList([a, None, b])
+    assert lst[torch.tensor([False, True, True])] == [None, b] and isinstance(lst[1:], DensePoseList)
+    assert lst[torch.tensor([2, 0])] == [b, a] and lst[np.array([True, False, False])] == [a]
+    assert lst[torch.tensor(2)] is b and lst[-1] is b
+    with pytest.raises(IndexError, match="boolean index of length 2"):
+        lst[torch.tensor([True, False])]
 
 
 def test_decode_rejects_wrong_mask_size():
