@@ -180,3 +180,20 @@ def test_generation_speed(tmp_path):
     t = time.time()
     generate_synthetic_dataset(tmp_path / "speed", num_train=20, num_val=0, seed=0)
     assert time.time() - t < 6.0  # ~200 default-size images well under a minute
+
+
+def test_dense_maps_agree_with_box_frame_points(tmp_path):
+    root = generate_synthetic_dataset(tmp_path / "dense", num_train=3, num_val=0, seed=4, min_size=96, max_size=112,
+                                      save_dense=True)  # fmt: skip
+    data = _load(root)
+    agree = total = 0
+    for img in data["images"]:
+        dense = np.load(root / "train" / img["file_name"].replace(".jpg", "_dense.npz"))
+        assert dense["I"].shape == (img["height"], img["width"]) and dense["I"].max() <= 24
+        for ann in (a for a in data["annotations"] if a["image_id"] == img["id"] and "dp_x" in a):
+            x0, y0, w, h = ann["bbox"]
+            px = np.clip((x0 + np.array(ann["dp_x"]) * w / 256).astype(int), 0, img["width"] - 1)
+            py = np.clip((y0 + np.array(ann["dp_y"]) * h / 256).astype(int), 0, img["height"] - 1)
+            agree += int((dense["I"][py, px] == np.array(ann["dp_I"])).sum())
+            total += len(px)
+    assert total >= 100 and agree / total > 0.9  # equal up to sub-pixel differences at part borders
