@@ -179,7 +179,7 @@ def test_generation_speed(tmp_path):
 
     t = time.time()
     generate_synthetic_dataset(tmp_path / "speed", num_train=20, num_val=0, seed=0)
-    assert time.time() - t < 6.0  # ~200 default-size images well under a minute
+    assert time.time() - t < 8.0  # ~200 default-size images well under a minute (slack for loaded CI)
 
 
 def test_dense_maps_agree_with_box_frame_points(tmp_path):
