@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output .pth")
     parser.add_argument("--config-file", default="", help="model config (default: the authors' Mobile Parsing R-CNN B)")
     parser.add_argument("--trust", action="store_true", help="allow full unpickling of the input (trusted files only)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", default=[], help="config overrides KEY VALUE ...")
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if os.path.abspath(args.input) == os.path.abspath(args.out):
         parser.error("--out must differ from the input")

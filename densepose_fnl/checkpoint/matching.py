@@ -198,7 +198,8 @@ def load_model_state(model: nn.Module, state_dict: Dict[str, torch.Tensor], stri
                     "backbone-only checkpoint).")
     result = model.load_state_dict(to_load, strict=False)
     # everything in to_load has a model name and shape; anything torch still reports is a bug here
-    leftover = [k for k in result.missing_keys if k not in dict(report.missing)]
+    skipped = {n for n, _ in report.missing} | {m[0] for m in report.shape_mismatch} | {m[0] for m in report.dtype_mismatch}
+    leftover = [k for k in result.missing_keys if k not in skipped]
     if result.unexpected_keys or leftover:
         raise RuntimeError(f"Internal error loading {source}: unexpected {result.unexpected_keys}, missing {leftover}")
     name = source or "checkpoint"
