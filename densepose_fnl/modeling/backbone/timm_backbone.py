@@ -14,13 +14,15 @@ from .backbone import Backbone
 logger = logging.getLogger(__name__)
 
 
-def _create_timm_features(
-    name: str, out_indices: Sequence[int], feature_location: str, pretrained: bool, pretrained_file: str,
+def _create_timm_model(
+    name: str, out_indices: Sequence, feature_location: str, pretrained: bool, pretrained_file: str,
     scriptable: bool, exportable: bool,
 ) -> nn.Module:
-    kwargs = dict(features_only=True, out_indices=tuple(out_indices), scriptable=scriptable, exportable=exportable)
-    if feature_location:
-        kwargs["feature_location"] = feature_location
+    kwargs = dict(scriptable=scriptable, exportable=exportable)
+    if not _by_module_path(out_indices):
+        kwargs.update(features_only=True, out_indices=tuple(out_indices))
+        if feature_location:
+            kwargs["feature_location"] = feature_location
     if name not in timm.list_models():
         raise ValueError(f"MODEL.TIMMNETS.NAME = '{name}' is not a timm model (see timm.list_models())")
     if not pretrained:
@@ -41,10 +43,68 @@ def _create_timm_features(
         ) from e
 
 
-def _modules_up_to_stride4(model: nn.Module) -> List[str]:
+def _by_module_path(out_features: Sequence) -> bool:
+    """OUT_FEATURES as module paths ("blocks.3") instead of timm feature indices."""
+    return len(out_features) > 0 and all(isinstance(f, str) for f in out_features)
+
+
+def _capture_output(module: nn.Module, inputs, output) -> None:
+    # stored on the module itself, so deep copies of the model capture into their own modules
+    module._captured_output = output
+
+
+class _TruncatedTimmModel(nn.Module):
+    """A full timm model cut after the last requested module; outputs of the requested modules are
+    captured with forward hooks while `forward_features` runs. This reproduces the feature layout of
+    DensePoseFnL's earlier gen-efficientnet backbones (stage outputs blocks.1/2/3/5, "s1,s2,s3,s5")."""
+
+    def __init__(self, model: nn.Module, paths: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.paths = list(paths)
+        self._truncate_after(self.paths[-1])
+        for path in self.paths:
+            model.get_submodule(path).register_forward_hook(_capture_output)
+
+    def _truncate_after(self, last: str) -> None:
+        parent, parts = self.model, last.split(".")
+        for depth, part in enumerate(parts):
+            names = [n for n, _ in parent.named_children()]
+            if part not in names:
+                raise ValueError(f"MODEL.TIMMNETS.OUT_FEATURES: '{last}' is not a module of this timm model")
+            for later in names[names.index(part) + 1:]:
+                if isinstance(parent, nn.Sequential):
+                    del parent._modules[later]  # later stages are never run
+                else:
+                    setattr(parent, later, nn.Identity())  # e.g. conv_head, bn2, classifier
+            parent = getattr(parent, part)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        self.model.forward_features(x)
+        outputs = []
+        for p in self.paths:
+            module = self.model.get_submodule(p)
+            outputs.append(module._captured_output)
+            module._captured_output = None
+        return outputs
+
+
+def _feature_layout(model: nn.Module, out_features: Sequence) -> List[dict]:
+    """[{"module", "num_chs", "reduction"}] of the backbone outputs."""
+    if hasattr(model, "feature_info"):
+        return [dict(module=d["module"], num_chs=d["num_chs"], reduction=d["reduction"])
+                for d in model.feature_info.get_dicts()]
+    size = 256
+    with torch.no_grad():
+        was_training = model.training
+        outs = model.eval()(torch.zeros(1, 3, size, size))
+        model.train(was_training)
+    return [dict(module=p, num_chs=o.shape[1], reduction=size // o.shape[-1]) for p, o in zip(out_features, outs)]
+
+
+def _modules_up_to_stride4(model: nn.Module, layout: List[dict]) -> List[str]:
     """Top-level modules (or `blocks.i` stages) up to and including the one that makes the stride-4 feature."""
-    info = model.feature_info.get_dicts()
-    stride4 = [d for d in info if d["reduction"] == 4]
+    stride4 = [d for d in layout if d["reduction"] == 4]
     if not stride4:
         return []
     target = stride4[-1]["module"]
@@ -83,31 +143,36 @@ class TimmBackbone(Backbone):
         super().__init__()
         if not out_indices:
             raise ValueError("MODEL.TIMMNETS.OUT_FEATURES must list the timm feature indices, e.g. (1, 2, 3, 4)")
-        model = _create_timm_features(
+        model = _create_timm_model(
             name, out_indices, feature_location, pretrained, pretrained_file, scriptable, exportable
         )
+        if _by_module_path(out_indices):
+            model = _TruncatedTimmModel(model, out_indices)
         model = convert_norm(model, norm)
-        self._freeze(model, freeze_at)
+        layout = _feature_layout(model, out_indices)
+        inner = model.model if isinstance(model, _TruncatedTimmModel) else model
+        self._freeze(inner, layout, freeze_at)
         # adopt the timm model's children; keep the model itself (unregistered) for its forward
-        for child_name, child in model.named_children():
+        for child_name, child in inner.named_children():
             self.add_module(child_name, child)
         self.__dict__["_timm_model"] = model
 
-        names = list(feature_names) if feature_names else [f"s{i}" for i in out_indices]
+        names = list(feature_names) if feature_names else [f"s{i}" for i in range(1, len(out_indices) + 1)]
         if len(names) != len(out_indices):
             raise ValueError(
                 f"{len(names)} feature names {names} for {len(out_indices)} timm features {tuple(out_indices)}"
             )
         self._out_features = names
-        self._out_feature_channels = dict(zip(names, model.feature_info.channels()))
-        self._out_feature_strides = dict(zip(names, model.feature_info.reduction()))
+        self._out_feature_channels = {n: d["num_chs"] for n, d in zip(names, layout)}
+        self._out_feature_strides = {n: d["reduction"] for n, d in zip(names, layout)}
         self.timm_name = name
 
     @staticmethod
-    def _freeze(model: nn.Module, freeze_at: int) -> None:
+    def _freeze(model: nn.Module, layout: List[dict], freeze_at: int) -> None:
         if freeze_at <= 0:
             return
-        frozen = _modules_up_to_stride4(model) if freeze_at >= 2 else _modules_up_to_stride4(model)[:2]
+        frozen = _modules_up_to_stride4(model, layout)
+        frozen = frozen if freeze_at >= 2 else frozen[:2]
         for path in frozen:
             parent_path, _, leaf = path.rpartition(".")
             parent = model.get_submodule(parent_path) if parent_path else model
