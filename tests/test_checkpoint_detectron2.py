@@ -288,3 +288,34 @@ def test_timm_imagenet_weights_into_bottom_up(tmp_path, model, caplog):
     other = timm.create_model("mnasnet_100", pretrained=False).state_dict()
     with pytest.raises(CheckpointMismatchError, match="wrong shape"):
         load_timm_backbone_weights(model, other)
+
+
+def test_repo_config_builds_the_authors_architecture():
+    path = REPO / "configs" / "mobile_parsing_rcnn_b_s3x.yaml"
+    if not path.is_file():
+        pytest.skip("configs/mobile_parsing_rcnn_b_s3x.yaml not present")
+    from densepose_fnl.config import load_config
+    from densepose_fnl.modeling.registry import ROI_HEADS_REGISTRY
+
+    ours = load_config(str(path), ["MODEL.TIMMNETS.PRETRAINED", "False"])
+    ref = authors_b_config()
+    assert ROI_HEADS_REGISTRY.get(ours.MODEL.ROI_HEADS.NAME) is ROI_HEADS_REGISTRY.get(ref.MODEL.ROI_HEADS.NAME)
+    ours.MODEL.ROI_HEADS.NAME = ref.MODEL.ROI_HEADS.NAME
+    assert ours.MODEL == ref.MODEL
+    assert ours.INPUT == ref.INPUT
+
+
+def test_own_training_checkpoints_resume_with_safe_loading(tmp_path, model):
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    model.zero_grad()
+    sum(p.sum() for p in model.parameters() if p.requires_grad).backward()
+    optimizer.step()
+    DensePoseCheckpointer(model, str(tmp_path), optimizer=optimizer).save("model_0000009", iteration=9)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    fresh = build_model(authors_b_config())
+    fresh_opt = torch.optim.SGD([p for p in fresh.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    extra = DensePoseCheckpointer(fresh, str(tmp_path), optimizer=fresh_opt).resume_or_load("", resume=True)
+    assert extra == {"iteration": 9}
+    _assert_all_from(fresh, model.state_dict())
+    state = fresh_opt.state_dict()["state"]
+    assert state and all("momentum_buffer" in s for s in state.values())
