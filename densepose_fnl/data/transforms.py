@@ -3,6 +3,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from PIL import Image
 
 __all__ = [
     "Transform",
@@ -47,6 +48,11 @@ class ResizeTransform(Transform):
             raise ValueError(f"ResizeTransform expects an image of {(self.h, self.w)}, got {img.shape[:2]}")
         if (self.new_h, self.new_w) == (self.h, self.w):
             return img
+        if img.dtype == np.uint8 and self.interp == cv2.INTER_LINEAR:
+            # detectron2 resizes uint8 images with PIL's (antialiased) bilinear filter; weights trained
+            # with it expect exactly that input
+            return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((self.new_w, self.new_h),
+                                                                                 Image.BILINEAR))
         return cv2.resize(img, (self.new_w, self.new_h), interpolation=self.interp)
 
     def apply_box(self, boxes):

@@ -1,22 +1,12 @@
 """DefaultPredictor: one BGR image in, DensePose results out (detectron2's DefaultPredictor)."""
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..checkpoint import DensePoseCheckpointer
+from ..data.transforms import ResizeTransform, resize_output_shape
 from ..modeling import build_model
-
-
-def shortest_edge_size(h: int, w: int, short_edge: int, max_size: int) -> Tuple[int, int]:
-    """Output (h, w) of detectron2's ResizeShortestEdge for one image."""
-    scale = short_edge * 1.0 / min(h, w)
-    newh, neww = (short_edge, scale * w) if h < w else (scale * h, short_edge)
-    if max(newh, neww) > max_size:
-        scale = max_size * 1.0 / max(newh, neww)
-        newh, neww = newh * scale, neww * scale
-    return int(newh + 0.5), int(neww + 0.5)
 
 
 class DefaultPredictor:
@@ -39,8 +29,8 @@ class DefaultPredictor:
         image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
         h, w = image.shape[:2]
         if self.min_size > 0:
-            newh, neww = shortest_edge_size(h, w, self.min_size, self.max_size)
-            image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((neww, newh), Image.BILINEAR))
+            newh, neww = resize_output_shape(h, w, self.min_size, self.max_size)
+            image = ResizeTransform(h, w, newh, neww).apply_image(np.ascontiguousarray(image))
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": tensor, "height": h, "width": w}
 

@@ -13,6 +13,7 @@ from torchvision.ops import box_iou
 
 from ...layers import batched_nms
 from ...structures import Instances, ShapeSpec
+from ...structures.boxes import clip_boxes, nonempty
 from ..box_regression import Box2BoxTransform
 from ..matcher import Matcher, subsample_labels
 from ..registry import ANCHOR_GENERATOR_REGISTRY, PROPOSAL_GENERATOR_REGISTRY, RPN_HEAD_REGISTRY, get_from_registry
@@ -81,10 +82,8 @@ def find_top_rpn_proposals(
         finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
         if training and not bool(finite.all()):
             raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
-        boxes = torch.stack(
-            (boxes[:, 0].clamp(min=0, max=w), boxes[:, 1].clamp(min=0, max=h),
-             boxes[:, 2].clamp(min=0, max=w), boxes[:, 3].clamp(min=0, max=h)), dim=1)
-        keep = finite & ((boxes[:, 2] - boxes[:, 0]) > min_box_size) & ((boxes[:, 3] - boxes[:, 1]) > min_box_size)
+        boxes = clip_boxes(boxes, h, w)
+        keep = finite & nonempty(boxes, min_box_size)
         boxes, scores, lvl = boxes[keep], scores[keep], level_ids[keep]
         keep = batched_nms(boxes, scores, lvl, nms_thresh)[:post_nms_topk]
         results.append(Instances((h, w), proposal_boxes=boxes[keep], objectness_logits=scores[keep]))

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from ...layers import batched_nms
 from ...structures import Instances, ShapeSpec
+from ...structures.boxes import clip_boxes
 from ..box_regression import Box2BoxTransform
 from ..proposal_generator.rpn import smooth_l1_loss
 
@@ -19,10 +20,7 @@ def fast_rcnn_inference_single_image(boxes: torch.Tensor, scores: torch.Tensor, 
     boxes, scores = boxes[valid], scores[valid][:, :-1]
     num_bbox_reg_classes = boxes.shape[1] // 4
     h, w = image_shape
-    boxes = boxes.reshape(-1, 4)
-    boxes = torch.stack((boxes[:, 0].clamp(min=0, max=w), boxes[:, 1].clamp(min=0, max=h),
-                         boxes[:, 2].clamp(min=0, max=w), boxes[:, 3].clamp(min=0, max=h)), dim=1)
-    boxes = boxes.view(-1, num_bbox_reg_classes, 4)
+    boxes = clip_boxes(boxes.reshape(-1, 4), h, w).view(-1, num_bbox_reg_classes, 4)
     filter_mask = scores > score_thresh
     filter_inds = filter_mask.nonzero()
     boxes = boxes[filter_inds[:, 0], 0] if num_bbox_reg_classes == 1 else boxes[filter_mask]
