@@ -265,7 +265,7 @@ def test_convert_tool_detectron2_roundtrip_and_rejects_mismatch(tmp_path, layout
 
 
 # ---------------------------------------------------------------- ImageNet backbone weights
-def test_timm_imagenet_weights_into_bottom_up(tmp_path, model, caplog):
+def test_timm_imagenet_weights_into_bottom_up(tmp_path, model, caplog, capsys):
     import timm
 
     classifier = timm.create_model("spnasnet_100", pretrained=False)
@@ -284,6 +284,13 @@ def test_timm_imagenet_weights_into_bottom_up(tmp_path, model, caplog):
         else:
             assert torch.equal(v, before[k]), k
     assert "classifier.weight" in caplog.text and "conv_head.weight" in caplog.text
+
+    r = _convert("--from", "timm", str(tmp_path / "spnasnet_100.pth"), "--out", str(tmp_path / "bb.pth"), capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    converted = torch.load(tmp_path / "bb.pth", weights_only=True)["model"]
+    assert set(converted) == {k for k in model.state_dict() if k.startswith("backbone.bottom_up.")}
+    assert all(torch.equal(v, weights[k[len("backbone.bottom_up."):]]) for k, v in converted.items()
+               if not k.endswith("num_batches_tracked"))
 
     other = timm.create_model("mnasnet_100", pretrained=False).state_dict()
     with pytest.raises(CheckpointMismatchError, match="wrong shape"):

@@ -10,8 +10,8 @@ torch.save, a bare state dict, or a model-zoo `.pkl` with numpy arrays; `module.
 It must match the model of the config exactly (every entry present, same shapes), otherwise the tool
 lists the offending entries and exits with status 1 without writing anything.
 --from timm: ImageNet weights of a timm classifier, written as `backbone.bottom_up.*` entries
-(classifier head dropped); the output is a backbone-only checkpoint for fine-tuning (load it with
-strict=False, or with MODEL.WEIGHTS through the trainer's non-strict backbone path).
+(classifier head dropped); the output is a backbone-only checkpoint for fine-tuning: load it with
+`load_timm_backbone_weights(model, OUT)` or `DensePoseCheckpointer(model, strict=False).load(OUT)`.
 
 Without --config-file the model is the authors' Mobile Parsing R-CNN B (chart-based, s3x).
 The output holds tensors only ({"model": ..., "__author__": ..., "__converted_from__": ...}) and loads
@@ -63,8 +63,9 @@ def convert(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     # every written entry must come from the input: check nothing that should have loaded kept its init value
-    unchanged = [k for k in report.loaded if init[k].numel() > 1 and torch.equal(init[k], out_sd.get(k, init[k]))]
-    if unchanged and args.source == "detectron2":
+    loaded = report.loaded if args.source == "detectron2" else []
+    unchanged = [k for k in loaded if init[k].numel() > 1 and torch.equal(init[k], out_sd[k])]
+    if unchanged:
         logging.getLogger(__name__).warning("%d entries equal their init values (suspicious): %s", len(unchanged),
                                             ", ".join(unchanged[:10]))
     out = {"model": {k: v.detach().cpu().contiguous() for k, v in out_sd.items()}, "__author__": author,
