@@ -326,3 +326,15 @@ def test_own_training_checkpoints_resume_with_safe_loading(tmp_path, model):
     _assert_all_from(fresh, model.state_dict())
     state = fresh_opt.state_dict()["state"]
     assert state and all("momentum_buffer" in s for s in state.values())
+
+
+def test_missing_file_and_non_checkpoint_are_clear_errors(tmp_path, model):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        DensePoseCheckpointer(model).load(str(tmp_path / "nope.pth"))
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointLoadError, match="not a checkpoint"):
+        load_checkpoint(model, str(tmp_path / "list.pth"))
+    torch.save({"iteration": 3}, tmp_path / "no_weights.pth")
+    with pytest.raises(CheckpointLoadError, match="no state dict found"):
+        load_checkpoint(model, str(tmp_path / "no_weights.pth"))
+    assert DensePoseCheckpointer(model).load("") == {}  # no path: nothing loaded, as fvcore

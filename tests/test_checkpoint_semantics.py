@@ -304,7 +304,8 @@ def test_rpn_nms_is_per_level_and_topk_per_level():
 
 # ---------------------------------------------------------------- input
 def test_input_rgb_resize_and_normalization(cfg, model):
-    from densepose_fnl.engine.predictor import DefaultPredictor, shortest_edge_size
+    from densepose_fnl.data.transforms import resize_output_shape as shortest_edge_size
+    from densepose_fnl.engine.predictor import DefaultPredictor
 
     # ResizeShortestEdge(800, 1333): scale = 800 / short side, capped by 1333 / long side, int(x + 0.5)
     assert shortest_edge_size(480, 640, 800, 1333) == (800, 1067)

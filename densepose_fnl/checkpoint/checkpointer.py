@@ -2,7 +2,7 @@
 files (`.pth` / `.pkl`), and strict loading (a mismatch is an error listing every entry)."""
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
@@ -34,6 +34,11 @@ class DensePoseCheckpointer(Checkpointer):
         self.trusted = trusted
         self.last_load_report: Optional[LoadReport] = None
         self.logger = logging.getLogger(__name__)
+
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        if path and not os.path.isfile(path):  # fvcore would fail with a bare AssertionError
+            raise FileNotFoundError(f"Checkpoint not found: {path}")
+        return super().load(path, checkpointables=checkpointables)
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:

@@ -135,7 +135,7 @@ def load_checkpoint_file(path: str, trusted: bool = False) -> Dict[str, Any]:
     `normalize_state_dict`. The returned dict has "__format__" set to "pkl" or "torch".
     """
     if not os.path.isfile(path):
-        raise CheckpointLoadError(f"Checkpoint not found: {path}")
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
     if path.endswith(".pkl"):
         data, fmt = _load_pkl(path, trusted), "pkl"
     else:
