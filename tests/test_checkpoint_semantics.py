@@ -159,7 +159,7 @@ def test_backbone_norms_are_frozen_bn_with_timm_eps(model):
     x = torch.randn(2, bn.num_features, 3, 3)
     expected = ((x - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5)
                 * bn.weight[:, None, None] + bn.bias[:, None, None])
-    torch.testing.assert_close(bn(x), expected)
+    torch.testing.assert_close(FrozenBatchNorm2d.forward(bn, x), expected)  # the BN part (an act may follow)
 
 
 @pytest.mark.xfail(strict=True, reason="DISCREPANCY: converting timm BatchNormAct2d to FrozenBatchNorm2d drops "
