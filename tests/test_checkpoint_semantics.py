@@ -162,9 +162,6 @@ def test_backbone_norms_are_frozen_bn_with_timm_eps(model):
     torch.testing.assert_close(FrozenBatchNorm2d.forward(bn, x), expected)  # the BN part (an act may follow)
 
 
-@pytest.mark.xfail(strict=True, reason="DISCREPANCY: converting timm BatchNormAct2d to FrozenBatchNorm2d drops "
-                   "its ReLU (densepose_fnl/layers/batch_norm.py convert_frozen_batchnorm); the authors' timm "
-                   "0.4.12 blocks had separate act1/act2 modules that stayed")
 def test_backbone_features_equal_timm_with_the_same_weights(model):
     import timm
 
@@ -269,8 +266,6 @@ def test_chart_labels_combine_coarse_and_fine_as_detectron2():
     torch.testing.assert_close(uv[1], (1 - expected.float() / 100) * (expected > 0))
 
 
-@pytest.mark.xfail(strict=True, reason="DISCREPANCY: int_box_xywh subtracts in float64; detectron2 converts "
-                   "XYXY->XYWH on the float32 box tensor before .long() (densepose_fnl/postprocess/charts.py)")
 def test_chart_box_size_truncation_in_float32():
     from densepose_fnl.postprocess.charts import int_box_xywh
 

@@ -45,9 +45,13 @@ class FrozenBatchNorm2d(nn.Module):
     @classmethod
     def convert_frozen_batchnorm(cls, module: nn.Module) -> nn.Module:
         """Recursively replace every BatchNorm2d / SyncBatchNorm in `module` by a FrozenBatchNorm2d
-        holding the same statistics (returns the new module when `module` itself is a BN)."""
+        holding the same statistics (returns the new module when `module` itself is a BN). timm's
+        BatchNormAct2d (BN + activation in one module) keeps its activation."""
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            frozen = cls(module.num_features, module.eps)
+            if _has_activation(module):
+                frozen = FrozenBatchNormAct2d(module.num_features, module.eps, module.drop, module.act)
+            else:
+                frozen = FrozenBatchNorm2d(module.num_features, module.eps)
             if module.affine:
                 frozen.weight.data.copy_(module.weight.data)
                 frozen.bias.data.copy_(module.bias.data)
@@ -62,6 +66,23 @@ class FrozenBatchNorm2d(nn.Module):
             if new_child is not child:
                 module.add_module(name, new_child)
         return module
+
+
+def _has_activation(bn: nn.Module) -> bool:
+    """timm's BatchNormAct2d: a BN with `drop` and `act` children applied after normalisation."""
+    return isinstance(getattr(bn, "act", None), nn.Module) and isinstance(getattr(bn, "drop", None), nn.Module)
+
+
+class FrozenBatchNormAct2d(FrozenBatchNorm2d):
+    """FrozenBatchNorm2d followed by dropout and activation (frozen form of timm's BatchNormAct2d)."""
+
+    def __init__(self, num_features: int, eps: float, drop: nn.Module, act: nn.Module):
+        super().__init__(num_features, eps)
+        self.drop = drop
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
 
 
 class NaiveSyncBatchNorm(nn.BatchNorm2d):
@@ -88,6 +109,18 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
         return x * scale.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
 
 
+class NaiveSyncBatchNormAct2d(NaiveSyncBatchNorm):
+    """NaiveSyncBatchNorm followed by dropout and activation (synchronized timm BatchNormAct2d)."""
+
+    def __init__(self, num_features: int, drop: nn.Module, act: nn.Module, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.drop = drop
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
 def get_norm(norm: str, out_channels: int) -> Optional[nn.Module]:
     """"" -> None; "BN", "SyncBN", "FrozenBN", "GN" (32 groups) -> the layer."""
     if not norm:
@@ -104,14 +137,20 @@ def get_norm(norm: str, out_channels: int) -> Optional[nn.Module]:
 
 
 def convert_norm(module: nn.Module, norm: str) -> nn.Module:
-    """Replace the BatchNorm layers of `module` by `norm` ("FrozenBN", "BN" or "SyncBN"), keeping statistics."""
+    """Replace the BatchNorm layers of `module` by `norm` ("FrozenBN", "BN" or "SyncBN"), keeping statistics
+    and any activation fused into timm's BatchNormAct2d."""
     if norm == "FrozenBN":
         return FrozenBatchNorm2d.convert_frozen_batchnorm(module)
     if norm not in ("BN", "SyncBN"):
         raise ValueError(f"Backbone norm must be FrozenBN, BN or SyncBN, got '{norm}'")
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        new = get_norm(norm, module.num_features)
-        new.eps, new.momentum = module.eps, module.momentum
+    if norm == "BN":
+        return module  # timm's layers already are (trainable) BatchNorm2d, with their activations
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, NaiveSyncBatchNorm):
+        if _has_activation(module):
+            new = NaiveSyncBatchNormAct2d(module.num_features, module.drop, module.act, eps=module.eps,
+                                          momentum=module.momentum)
+        else:
+            new = NaiveSyncBatchNorm(module.num_features, eps=module.eps, momentum=module.momentum)
         new.load_state_dict(module.state_dict())
         return new
     for name, child in module.named_children():

@@ -15,8 +15,9 @@ from ..structures import DensePoseChartPredictorOutput, DensePoseChartResult
 
 def int_box_xywh(box_xyxy: torch.Tensor) -> Tuple[int, int, int, int]:
     """XYXY float box -> XYWH ints by truncation, as detectron2's `make_int_box`."""
-    x0, y0, x1, y1 = box_xyxy.tolist()
-    x, y, w, h = torch.tensor([x0, y0, x1 - x0, y1 - y0], dtype=torch.float64).long().tolist()
+    xywh = box_xyxy.clone()
+    xywh[2:] -= xywh[:2]  # in the box's own dtype (float32), as detectron2 does, before truncating
+    x, y, w, h = xywh.long().tolist()
     return x, y, w, h
 
 
