@@ -1,0 +1,107 @@
+"""Export a (float or int8) GeneralizedRCNN to one self-contained ONNX file with dynamic H / W.
+
+Path: `DensePoseTensorModel` -> `torch.export` (non-strict, H and W symbolic, >= 65 px so no pyramid
+level is specialised to size 1) -> `torch.onnx.export(dynamo=True)` at opset 18 (>= 16 is needed for
+RoiAlign's half-pixel mode; opset 11 silently exports the non-aligned op) -> clean-up (drop per-node
+stack-trace metadata, deduplicate identical initializers, e.g. the int8 copies of the RPN conv shared by
+all levels) -> `onnx.checker` -> single file (no external data).
+"""
+import hashlib
+import logging
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .tensor_model import OUTPUT_NAMES, DensePoseTensorModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+MIN_SIDE = 65  # P6 (stride 64) has at least 2 cells; smaller images are padded by OrtPredictor
+MAX_SIDE = 4096  # the int8 backbone graph is captured for sides up to 4096
+
+
+def _dedupe_initializers(model) -> int:
+    """Make identical initializers (same dtype, shape, bytes) one tensor; returns how many were dropped."""
+    from onnx import numpy_helper
+
+    seen, rename = {}, {}
+    keep = []
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        key = (init.data_type, tuple(init.dims), hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest())
+        if key in seen:
+            rename[init.name] = seen[key]
+        else:
+            seen[key] = init.name
+            keep.append(init)
+    if not rename:
+        return 0
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+    def fix(graph):
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name in rename:
+                    node.input[i] = rename[name]
+            for attr in node.attribute:
+                if attr.g is not None and len(attr.g.node):
+                    fix(attr.g)
+                for g in attr.graphs:
+                    fix(g)
+    fix(model.graph)
+    return len(rename)
+
+
+def _strip_metadata(model) -> None:
+    def strip(graph):
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.g is not None and len(attr.g.node):
+                    strip(attr.g)
+        for vi in list(graph.value_info):
+            del vi.metadata_props[:]
+    strip(model.graph)
+    del model.graph.value_info[:]  # shape annotations only; ORT re-infers them
+
+
+def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch.Tensor] = None,
+                opset: int = DEFAULT_OPSET, metadata: Optional[dict] = None) -> str:
+    """Write `model` (eval GeneralizedRCNN, float or with `quantization` sub-modules) to `output_path`.
+
+    The graph: input `image` (1, 3, H, W) uint8 (float works too, same values) in INPUT.FORMAT, H, W >= 65;
+    outputs `OUTPUT_NAMES` (see `tensor_model`). `sample_image` (1, 3, H, W) only drives tracing."""
+    import onnx
+
+    model = model.eval()
+    wrapper = DensePoseTensorModel(model).eval()
+    if sample_image is None:
+        g = torch.Generator().manual_seed(0)
+        sample_image = torch.randint(0, 256, (1, 3, 256, 320), dtype=torch.uint8, generator=g)
+    if sample_image.dim() == 3:
+        sample_image = sample_image[None]
+    h = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+    w = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    with torch.no_grad():
+        ep = torch.export.export(wrapper, (sample_image,), dynamic_shapes={"image": {2: h, 3: w}}, strict=False)
+        onnx_program = torch.onnx.export(ep, (sample_image,), dynamo=True, opset_version=opset,
+                                         input_names=["image"], output_names=list(OUTPUT_NAMES),
+                                         optimize=True, verbose=False)
+    proto = onnx_program.model_proto
+    _strip_metadata(proto)
+    dropped = _dedupe_initializers(proto)
+    if dropped:
+        logger.info("export: %d duplicate initializers removed", dropped)
+    for k, v in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(k), str(v)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    onnx.save_model(proto, output_path, save_as_external_data=False)
+    onnx.checker.check_model(output_path, full_check=True)
+    return output_path
