@@ -1,0 +1,52 @@
+"""Compare two predictors' Instances (e.g. ONNX Runtime vs PyTorch): detections, part labels and U / V."""
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import box_iou
+
+from ..postprocess import densepose_chart_results
+
+
+@dataclass
+class ComparisonReport:
+    num_ref: int
+    num_other: int
+    min_box_iou: float  # over reference detections, IoU with the matched (same index) detection
+    max_score_diff: float
+    label_agreement: float  # fraction of box pixels whose part label (0 = background) is the same
+    max_uv_diff: float  # max |dU|, |dV| over pixels where both give the same non-background part
+    box_iou_thresh: float = 0.99
+    label_thresh: float = 0.99
+    uv_thresh: float = 0.01
+
+    def ok(self) -> bool:
+        return (self.num_ref == self.num_other and self.min_box_iou > self.box_iou_thresh
+                and self.label_agreement >= self.label_thresh and self.max_uv_diff < self.uv_thresh)
+
+    def summary(self) -> str:
+        return (f"{self.num_other}/{self.num_ref} detections, min box IoU {self.min_box_iou:.4f}, "
+                f"max |dscore| {self.max_score_diff:.2e}, part labels agree on {100 * self.label_agreement:.2f}% "
+                f"of pixels, max |dU|,|dV| {self.max_uv_diff:.2e} -> {'OK' if self.ok() else 'DIFFERENT'}")
+
+
+def compare_instances(ref, other) -> ComparisonReport:
+    """Detections are matched by index (both predictors sort by score); DensePose maps are compared on
+    the reference boxes' pixels after the usual chart post-processing of each result on its own box."""
+    n, m = len(ref), len(other)
+    k = min(n, m)
+    if k == 0:
+        return ComparisonReport(n, m, 1.0 if n == m else 0.0, 0.0, 1.0 if n == m else 0.0, 0.0)
+    iou = box_iou(ref.pred_boxes[:k].float(), other.pred_boxes[:k].float()).diagonal()
+    score_diff = (ref.scores[:k] - other.scores[:k]).abs().max().item()
+    # same integer box for both so the maps are resized identically (differences are then the maps')
+    res_a = densepose_chart_results(ref.pred_boxes[:k], ref.pred_densepose[:k])
+    res_b = densepose_chart_results(ref.pred_boxes[:k], other.pred_densepose[:k])
+    agree, total, uv = 0, 0, 0.0
+    for a, b in zip(res_a, res_b):
+        same = a.labels == b.labels
+        agree += int(same.sum())
+        total += same.numel()
+        fg = same & (a.labels > 0)
+        if fg.any():
+            uv = max(uv, (a.uv - b.uv).abs()[:, fg].max().item())
+    return ComparisonReport(n, m, iou.min().item(), score_diff, agree / max(total, 1), uv)

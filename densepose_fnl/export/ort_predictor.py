@@ -1,0 +1,70 @@
+"""OrtPredictor: DefaultPredictor's interface on an exported ONNX model run by ONNX Runtime.
+
+`OrtPredictor(onnx_path, cfg)(image_bgr HxWx3 uint8) -> {"instances": Instances}` with the same fields
+as the PyTorch predictor (pred_boxes, scores, pred_classes, pred_densepose = DensePoseChartPredictorOutput)
+in the original image's pixels. Outside the graph, as in DefaultPredictor: BGR -> INPUT.FORMAT, resize
+to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (PIL bilinear) and, after the graph, `detector_postprocess`
+(boxes scaled back to the original size). In the graph: normalisation, padding to 32, the whole model.
+"""
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ..engine.predictor import DefaultPredictor
+from ..postprocess import detector_postprocess
+from ..structures import DensePoseChartPredictorOutput, Instances
+from .onnx_export import MIN_SIDE
+from .tensor_model import OUTPUT_NAMES
+
+
+def make_session(onnx_path: str, num_threads: Optional[int] = None, profile: bool = False):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if num_threads:
+        so.intra_op_num_threads = int(num_threads)
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile:
+        so.enable_profiling = True
+    return ort.InferenceSession(onnx_path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+class OrtPredictor:
+    def __init__(self, onnx_path: str, cfg, num_threads: Optional[int] = None):
+        if not os.path.isfile(onnx_path):
+            raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+        self.cfg = cfg.clone()
+        self.input_format = cfg.INPUT.FORMAT
+        self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+        self.session = make_session(onnx_path, num_threads)
+        names = [o.name for o in self.session.get_outputs()]
+        if tuple(names) != OUTPUT_NAMES:
+            raise ValueError(f"{onnx_path} is not a densepose_fnl export: outputs {names}, expected {OUTPUT_NAMES}")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def preprocess(self, image_bgr: np.ndarray) -> Dict:
+        # exactly DefaultPredictor's conversion and resize
+        return DefaultPredictor.preprocess(self, image_bgr)
+
+    def run_tensor(self, image_chw: torch.Tensor) -> Instances:
+        """(3, H, W) uint8 network input (already resized, INPUT.FORMAT) -> Instances in its pixels."""
+        h, w = int(image_chw.shape[-2]), int(image_chw.shape[-1])
+        x = image_chw.numpy()[None]
+        if h < MIN_SIDE or w < MIN_SIDE:  # the graph needs >= 65 px; zero rows / cols change nothing
+            x = np.pad(x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))))
+        boxes, scores, classes, coarse, fine, u, v = (torch.from_numpy(np.asarray(o)) for o in
+                                                       self.session.run(None, {self.input_name: x}))
+        if h < MIN_SIDE or w < MIN_SIDE:
+            boxes = torch.stack([boxes[:, 0].clamp(max=w), boxes[:, 1].clamp(max=h),
+                                 boxes[:, 2].clamp(max=w), boxes[:, 3].clamp(max=h)], dim=1)
+        return Instances((h, w), pred_boxes=boxes, scores=scores, pred_classes=classes.long(),
+                         pred_densepose=DensePoseChartPredictorOutput(coarse, fine, u, v))
+
+    def __call__(self, image_bgr: np.ndarray) -> Dict:
+        inputs = self.preprocess(image_bgr)
+        instances = self.run_tensor(inputs["image"])
+        return {"instances": detector_postprocess(instances, inputs["height"], inputs["width"])}

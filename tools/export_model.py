@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Export a DensePose model to ONNX (float32 or int8), one self-contained file with dynamic H / W.
+
+    tools/export_model.py --config-file C --format onnx --output DIR [--int8] [--sample-image IMG]
+                          [--calib-images GLOB_OR_DIR] [--calib-count N] [--no-verify] [KEY VALUE ...]
+
+MODEL.WEIGHTS: a float checkpoint, or (with --int8) a QAT checkpoint written by `train_net.py --qat`
+(detected by its keys): QAT weights are converted as trained; float weights are quantized post-training
+(PTQ) with --calib-images (else the sample image; else random pixels, with a warning).
+Without MODEL.WEIGHTS the model is randomly initialised and its BN statistics are calibrated on the
+calibration / sample images (a raw random init gives no detections).
+
+Writes DIR/model.onnx (float32) or DIR/model_int8.onnx, and DIR/config.yaml (use it with
+`densepose_fnl.export.OrtPredictor` / `apply_net.py --runtime onnxruntime`). Graph: input `image`
+(1, 3, H, W) uint8 in INPUT.FORMAT, already resized (shortest edge), H, W >= 65; outputs boxes, scores,
+classes, coarse_segm, fine_segm, u, v in input pixels. Unless --no-verify, ONNX Runtime is run on the
+sample image and compared with PyTorch (float: same detections; int8: reported only).
+Exit codes: 0 success, 2 bad command line / config / files.
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+logger = logging.getLogger("densepose_fnl.export")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--int8", action="store_true", help="int8 (QAT checkpoint converted, or PTQ of a float one)")
+    p.add_argument("--sample-image", default="", help="image used for tracing / verification (any size)")
+    p.add_argument("--calib-images", default="", help="glob or directory of images for PTQ / BN calibration")
+    p.add_argument("--calib-count", type=int, default=16)
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p.parse_args(argv)
+
+
+def _read_bgr(path):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].copy()
+
+
+def _image_list(pattern, limit):
+    if not pattern:
+        return []
+    if os.path.isdir(pattern):
+        files = sorted(f for ext in ("jpg", "jpeg", "png", "bmp") for f in glob.glob(os.path.join(pattern, f"*.{ext}")))
+    else:
+        files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"--calib-images matched no image: {pattern}")
+    return files[:limit]
+
+
+def is_qat_checkpoint(path: str) -> bool:
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else {}
+    return any(".gm." in k or k.startswith("backbone.gm") for k in sd)
+
+
+def build_export_model(cfg, int8: bool, calib_inputs, log=logger):
+    """The eval model to export: float, QAT-converted or PTQ int8, following MODEL.WEIGHTS."""
+    import torch
+
+    from densepose_fnl.checkpoint import DensePoseCheckpointer
+    from densepose_fnl.modeling import build_model
+    from densepose_fnl.utils.bn_calibration import calibrate_batchnorm
+
+    model = build_model(cfg).eval()
+    weights = cfg.MODEL.WEIGHTS
+    qat_ckpt = bool(weights) and is_qat_checkpoint(weights)
+    if weights and not qat_ckpt:
+        DensePoseCheckpointer(model).load(weights)
+    elif not weights:
+        log.warning("No MODEL.WEIGHTS: random init, BN statistics calibrated on the calibration images")
+        calibrate_batchnorm(model, lambda: (model(b) for b in calib_inputs))
+    if qat_ckpt:
+        if not int8:
+            raise ValueError(f"{weights} is a QAT checkpoint: export it with --int8")
+        from densepose_fnl.quantization import build_qat_model, convert_qat_model
+
+        qat = build_qat_model(cfg, model)
+        DensePoseCheckpointer(qat).load(weights)
+        return convert_qat_model(qat), "int8 (QAT checkpoint)"
+    if int8:
+        from densepose_fnl.quantization import build_ptq_model
+
+        return build_ptq_model(cfg, model, calib_inputs), "int8 (post-training quantization)"
+    return model, "float32"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    import numpy as np
+    import torch
+
+    from densepose_fnl.config import ConfigError, load_config
+    from densepose_fnl.engine.predictor import DefaultPredictor
+    from densepose_fnl.export import OrtPredictor, export_onnx
+
+    try:
+        cfg = load_config(args.config_file, args.opts)
+        cfg.MODEL.DEVICE = "cpu"
+        calib_files = _image_list(args.calib_images, args.calib_count)
+        if args.sample_image and not os.path.isfile(args.sample_image):
+            raise FileNotFoundError(f"--sample-image not found: {args.sample_image}")
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # network inputs as DefaultPredictor makes them (resize to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST)
+    prep = DefaultPredictor.__new__(DefaultPredictor)
+    prep.input_format, prep.min_size, prep.max_size = cfg.INPUT.FORMAT, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+    sample_bgr = _read_bgr(args.sample_image) if args.sample_image else None
+    images = [_read_bgr(f) for f in calib_files] or ([sample_bgr] if sample_bgr is not None else [])
+    if not images:
+        logger.warning("No --calib-images / --sample-image: calibrating on random pixels (fine for a smoke "
+                       "export, not for accuracy)")
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
+    calib_inputs = [[prep.preprocess(im)] for im in images]
+    if sample_bgr is None:
+        sample_bgr = images[0]
+    sample = prep.preprocess(sample_bgr)
+
+    try:
+        model, kind = build_export_model(cfg, args.int8, calib_inputs)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, "model_int8.onnx" if args.int8 else "model.onnx")
+    t0 = time.time()
+    export_onnx(model, path, sample_image=sample["image"][None], opset=args.opset,
+                metadata={"densepose_fnl.kind": kind, "densepose_fnl.input_format": cfg.INPUT.FORMAT})
+    with open(os.path.join(args.output, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    print(f"wrote {path} ({kind}, {os.path.getsize(path) / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
+
+    if not args.no_verify:
+        from densepose_fnl.export.compare import compare_instances
+
+        with torch.no_grad():
+            ref = model([sample])[0]["instances"]
+        out = OrtPredictor(path, cfg)(sample_bgr)["instances"]
+        report = compare_instances(ref, out)
+        print("verify (ONNX Runtime vs PyTorch):", report.summary())
+        if not args.int8 and not report.ok():
+            print("error: ONNX Runtime output differs from PyTorch", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
