@@ -11,7 +11,7 @@ evaluation results on DATASETS.TEST (every TEST.EVAL_PERIOD iterations and at th
 --num-gpus N: N processes per machine (one per GPU with CUDA and MODEL.DEVICE cuda; gloo CPU processes
 otherwise); --num-machines / --machine-rank / --dist-url for several machines.
 --qat: wraps the float model (MODEL.WEIGHTS loaded first) with densepose_fnl.quantization.build_qat_model.
-Exit codes: 0 success, 2 bad command line / config.
+Exit codes: 0 success, 2 bad command line / config (or --qat without densepose_fnl.quantization).
 """
 import json
 import logging
@@ -81,7 +81,7 @@ def _use_cuda(args) -> bool:
 
 def cli(argv=None) -> int:
     from densepose_fnl.config import ConfigError
-    from densepose_fnl.engine import default_argument_parser, launch
+    from densepose_fnl.engine import QATUnavailableError, default_argument_parser, launch
 
     parser = default_argument_parser()
     args = parser.parse_args(argv)
@@ -99,6 +99,9 @@ def cli(argv=None) -> int:
                dist_url=args.dist_url, args=(args,), use_cuda=use_cuda)
     except ConfigError as e:
         print(f"train_net.py: config error: {e}", file=sys.stderr)
+        return 2
+    except QATUnavailableError as e:
+        print(f"train_net.py: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -34,7 +34,7 @@ from .events import ConsolePrinter, EventStorage, JSONWriter, TensorboardWriter
 
 logger = logging.getLogger("densepose_fnl.train")
 
-__all__ = ["default_argument_parser", "default_setup", "setup_logging", "seed_all_rng", "DefaultTrainer",
+__all__ = ["QATUnavailableError", "build_qat", "default_argument_parser", "default_setup", "setup_logging", "seed_all_rng", "DefaultTrainer",
            "print_results_tables", "flatten_results"]
 
 
@@ -150,11 +150,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+class QATUnavailableError(RuntimeError):
+    """--qat was asked for but densepose_fnl.quantization.build_qat_model cannot be imported."""
+
+
 def build_qat(cfg, model: nn.Module) -> nn.Module:
     try:
         from ..quantization import build_qat_model
     except ImportError as e:
-        raise RuntimeError(
+        raise QATUnavailableError(
             "--qat needs densepose_fnl.quantization.build_qat_model(cfg, float_model), which is not available "
             f"in this checkout ({e})") from e
     return build_qat_model(cfg, model)
@@ -179,8 +183,14 @@ class DefaultTrainer:
         if comm.get_world_size() > 1:
             device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
             # some backbone layers may feed no output (e.g. the last block of a features_only timm net)
-            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
-                                                        find_unused_parameters=True)
+            # buffers (BN statistics) are not re-broadcast at each forward, as detectron2's broadcast_buffers=False
+            import inspect
+
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True,
+                                                        **no_buffer_sync)
         self.model = model
         self.device = next(_unwrap(model).parameters()).device
         self.grad_clipper = build_gradient_clipper(cfg)

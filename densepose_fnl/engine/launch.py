@@ -62,9 +62,10 @@ def _distributed_worker(local_rank: int, main_func: Callable, world_size: int, n
                         machine_rank: int, dist_url: str, args: Tuple[Any, ...], timeout: timedelta,
                         use_cuda: bool) -> None:
     global_rank = machine_rank * num_gpus_per_machine + local_rank
-    if not use_cuda and "OMP_NUM_THREADS" not in os.environ:
-        # share the cores between the CPU processes instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus_per_machine))
+    if not use_cuda:
+        # share the cores between the CPU processes: oversubscribed OpenMP threads spin against each other
+        # (an iteration can become 20x slower)
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // num_gpus_per_machine)))
     if use_cuda:
         torch.cuda.set_device(local_rank)
     backend = "nccl" if use_cuda else "gloo"
