@@ -20,7 +20,7 @@ from .tensor_model import OUTPUT_NAMES, DensePoseTensorModel
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-MIN_SIDE = 65  # P6 (stride 64) has at least 2 cells; smaller images are padded by OrtPredictor
+MIN_SIDE = 65  # P5 / P6 >= 2 cells (the RPN specialises 1-cell levels); OrtPredictor zero-pads smaller images
 MAX_SIDE = 4096  # the int8 backbone graph is captured for sides up to 4096
 
 
@@ -88,7 +88,10 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
         sample_image = sample_image[None]
     h = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
     w = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
-    with torch.no_grad():
+    import torch.fx.experimental._config as fx_config
+
+    # size-oblivious tracing: no specialisation of sizes 0 / 1 (single RoI, 1-cell pyramid levels)
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         ep = torch.export.export(wrapper, (sample_image,), dynamic_shapes={"image": {2: h, 3: w}}, strict=False)
         onnx_program = torch.onnx.export(ep, (sample_image,), dynamo=True, opset_version=opset,
                                          input_names=["image"], output_names=list(OUTPUT_NAMES),

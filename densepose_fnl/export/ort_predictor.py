@@ -54,7 +54,7 @@ class OrtPredictor:
         """(3, H, W) uint8 network input (already resized, INPUT.FORMAT) -> Instances in its pixels."""
         h, w = int(image_chw.shape[-2]), int(image_chw.shape[-1])
         x = image_chw.numpy()[None]
-        if h < MIN_SIDE or w < MIN_SIDE:  # the graph needs >= 65 px; zero rows / cols change nothing
+        if h < MIN_SIDE or w < MIN_SIDE:  # graph needs >= 65 px: pad (border features differ slightly)
             x = np.pad(x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))))
         boxes, scores, classes, coarse, fine, u, v = (torch.from_numpy(np.asarray(o)) for o in
                                                        self.session.run(None, {self.input_name: x}))

@@ -196,7 +196,7 @@ def _capture_args(model: nn.Module, kind: str, module: nn.Module):
     n = Dim("n", min=1, max=4096)
     roi = model.roi_heads
     if kind == "backbone":
-        a, b = Dim("a", min=2, max=128), Dim("b", min=2, max=128)
+        a, b = Dim("a", min=1, max=128), Dim("b", min=1, max=128)
         return (torch.randn(2, 3, 128, 160),), {"x": {0: n, 2: 32 * a, 3: 32 * b}}
     if kind == "rpn_head":
         shapes = model.backbone.output_shape()
@@ -205,7 +205,7 @@ def _capture_args(model: nn.Module, kind: str, module: nn.Module):
             s = shapes[f]
             size = max(128 // s.stride, 2)
             feats.append(torch.randn(2, s.channels, size + 2, size + 3))
-            dyn.append({0: n, 2: Dim(f"h{i}", min=2, max=1024), 3: Dim(f"w{i}", min=2, max=1024)})
+            dyn.append({0: n, 2: Dim(f"h{i}", min=1, max=1024), 3: Dim(f"w{i}", min=1, max=1024)})
         return (feats,), {"features": dyn}
     if kind in ("box_head", "box_predictor"):
         r = roi.box_pooler.output_size
@@ -226,19 +226,58 @@ def _capture_args(model: nn.Module, kind: str, module: nn.Module):
     raise ValueError(kind)
 
 
+def _size_oblivious():
+    import torch.fx.experimental._config as fx_config
+
+    return fx_config.patch(backed_size_oblivious=True)
+
+
 def _capture(model: nn.Module, kind: str, module: nn.Module, train: bool) -> torch.fx.GraphModule:
     args, dynamic_shapes = _capture_args(model, kind, module)
     target = _PredictorTensors(module) if kind == "densepose_predictor" else module
     was_training = target.training
     target.train(train)
     try:
-        ep = torch.export.export(target, args, dynamic_shapes=dynamic_shapes, strict=False)
+        # size-oblivious: no 0/1 specialisation, so batch 1, one RoI and 1-cell pyramid levels stay valid
+        with _size_oblivious():
+            ep = torch.export.export(target, args, dynamic_shapes=dynamic_shapes, strict=False)
     finally:
         target.train(was_training)
     gm = ep.module()
     fold_frozen_batchnorm(gm)
     unshare_parameters(gm)
     return gm
+
+
+def _init_weight_observers(gm: torch.fx.GraphModule, args) -> None:
+    """Run the prepared graph once with only the per-channel (weight) observers enabled, so their
+    buffers get their final (C,) shapes now: checkpoints of the QAT model then load into a freshly built
+    one. Activation observers are untouched (no statistics of the example input are recorded)."""
+    from torchao.quantization.pt2e import FakeQuantizeBase, ObserverBase
+
+    def per_channel(m) -> bool:
+        obs = getattr(m, "activation_post_process", m)
+        return getattr(obs, "ch_axis", None) is not None and "PerChannel" in type(obs).__name__
+
+    disabled = []
+    for m in gm.modules():
+        if isinstance(m, FakeQuantizeBase) and not per_channel(m) and bool(m.observer_enabled[0]):
+            m.disable_observer()
+            disabled.append(m)
+    was_training = gm.training
+    try:
+        with torch.no_grad():
+            if not any(isinstance(m, FakeQuantizeBase) for m in gm.modules()):  # PTQ: observers only
+                return
+            from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+            move_exported_model_to_eval(gm)
+            gm(*args)
+            if was_training:
+                move_exported_model_to_train(gm)
+    finally:
+        for m in disabled:
+            m.enable_observer()
 
 
 def _quantize_parts(model: nn.Module, is_qat: bool, parts: Optional[Sequence[str]] = None) -> nn.Module:
@@ -255,6 +294,8 @@ def _quantize_parts(model: nn.Module, is_qat: bool, parts: Optional[Sequence[str
             raise ValueError(f"'{attr}' is already quantized")
         gm = _capture(model, kind, module, train=is_qat)
         gm = (prepare_qat_pt2e if is_qat else prepare_pt2e)(gm, _quantizer(is_qat))
+        if is_qat:
+            _init_weight_observers(gm, _capture_args(model, kind, module)[0])
         wrapped = QuantizedModule(module, gm, kind, batched=kind != "rpn_head")
         setattr(owner, attr, wrapped)
         logger.info("quantization: prepared %s (%s)", attr, "QAT" if is_qat else "PTQ")
