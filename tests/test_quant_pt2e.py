@@ -1,0 +1,143 @@
+"""Int8 by PT2E quantization-aware training on the tiny synthetic config: the QAT model keeps the
+training API (real synthetic batches -> losses -> gradients into the fake-quantized graphs), keeps the
+hooked backbone features, reloads from its checkpoint, converts, and its int8 ONNX runs in ONNX Runtime
+with the dense int8 part matching PyTorch's converted graph."""
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("torchao")
+
+from densepose_fnl.config import load_config  # noqa: E402
+from densepose_fnl.export import OrtPredictor, export_onnx  # noqa: E402
+from densepose_fnl.modeling import build_model  # noqa: E402
+from densepose_fnl.quantization import QuantizedModule, build_qat_model, convert_qat_model, quantized_parts  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "synthetic", "mobile_parsing_rcnn_tiny_synthetic.yaml")
+
+
+@pytest.fixture(scope="module")
+def synthetic_batches(tmp_path_factory):
+    from densepose_fnl.data import ensure_synthetic_dataset
+
+    root = str(ensure_synthetic_dataset(tmp_path_factory.mktemp("syn"), num_train=4, num_val=2, seed=3,
+                                        min_size=64, max_size=96))
+    old = os.environ.get("DENSEPOSE_SYNTHETIC_ROOT")
+    os.environ["DENSEPOSE_SYNTHETIC_ROOT"] = root
+    try:
+        from densepose_fnl.data.build import build_detection_train_loader
+
+        cfg = load_config(TINY, ["DATASETS.TEST", "()"])
+        it = iter(build_detection_train_loader(cfg))
+        batches = [next(it) for _ in range(2)]
+    finally:
+        if old is None:
+            os.environ.pop("DENSEPOSE_SYNTHETIC_ROOT", None)
+        else:
+            os.environ["DENSEPOSE_SYNTHETIC_ROOT"] = old
+    return cfg, batches
+
+
+@pytest.fixture(scope="module")
+def qat(synthetic_batches):
+    cfg, batches = synthetic_batches
+    torch.manual_seed(0)
+    float_model = build_model(cfg).train()
+    with torch.no_grad():  # a few float steps' worth of BN statistics
+        float_model(batches[0])
+    model = build_qat_model(cfg, float_model)
+    return cfg, batches, float_model, model
+
+
+def test_qat_model_keeps_training_api_and_learns(qat):
+    cfg, batches, _, model = qat
+    parts = quantized_parts(model)
+    assert set(parts) == {"backbone", "proposal_generator.rpn_head", "roi_heads.box_head", "roi_heads.box_predictor",
+                          "roi_heads.densepose_head", "roi_heads.densepose_predictor"}
+    assert all(v == "prepared" for v in parts.values())
+    model = copy.deepcopy(model).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    losses = model(batches[1])
+    assert {"loss_rpn_cls", "loss_cls", "loss_box_reg"} <= set(losses)
+    assert any(k.startswith("loss_densepose") for k in losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    opt.step()
+    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    for part in ("backbone.gm.", "proposal_generator.rpn_head.gm.", "roi_heads.box_head.gm.",
+                 "roi_heads.densepose_head.gm."):
+        assert any(n.startswith(part) for n in changed), f"no gradient reached {part}"
+
+
+def test_hooked_features_survive_fusion_and_preparation(qat):
+    _, batches, float_model, model = qat
+    x = torch.randn(1, 3, 96, 128)
+    float_model.eval()
+    model.eval()
+    with torch.no_grad():
+        ref = float_model.backbone(x)
+        out = model.backbone(x)
+        # the pre-hook collected timm features (inputs of conv_pwl) are the BiFPN inputs; compare them too
+        ref_bu = float_model.backbone.bottom_up(x)
+    assert list(out) == list(ref)
+    for k in ref:
+        assert out[k].shape == ref[k].shape
+        err = (out[k] - ref[k]).abs().mean() / ref[k].abs().mean()
+        assert err < 0.2, f"{k}: fake-quantized features far from float ({err:.3f})"
+    expansion = [c for c in float_model.backbone.bottom_up._timm_model.feature_info.channels()]
+    assert [v.shape[1] for v in ref_bu.values()] == expansion
+
+
+def test_qat_checkpoint_reload_convert_and_int8_onnx(qat, tmp_path):
+    cfg, batches, float_model, model = qat
+    sd = model.state_dict()
+    fresh = build_qat_model(cfg, build_model(cfg))
+    fresh.load_state_dict(sd)  # per-channel observer buffers already have their final shapes
+    int8 = convert_qat_model(fresh)
+    assert all(v == "converted" for v in quantized_parts(int8).values())
+    image = batches[0][0]["image"]
+    with torch.no_grad():
+        out = int8([{"image": image}])[0]["instances"]
+    assert out.has("pred_densepose")
+
+    path = str(tmp_path / "model_int8.onnx")
+    export_onnx(int8, path, sample_image=torch.randint(0, 256, (1, 3, 96, 128), dtype=torch.uint8))
+    proto = onnx.load(path)
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "RoiAlign", "NonMaxSuppression"} <= ops
+    int8_bytes = sum(len(t.raw_data) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8)
+    n_params = sum(p.numel() for p in float_model.parameters())
+    float_bytes = sum(len(t.raw_data) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    # every used weight is int8 (the last stage's conv_pwl is dead: features are taken before it)
+    assert int8_bytes > 0.8 * n_params and float_bytes < 0.1 * int8_bytes
+    # whole int8 graph runs in ONNX Runtime at two sizes through OrtPredictor
+    predictor = OrtPredictor(path, cfg)
+    for h, w in [(96, 128), (130, 100)]:
+        inst = predictor.run_tensor(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
+        assert inst.pred_densepose.fine_segm.shape[1:] == (25, 16, 16)
+        assert len(inst) == len(inst.scores)
+
+    # dense int8 part: ONNX Runtime's int8 kernels vs PyTorch's converted Q/DQ graph (same int8 weights)
+    backbone = int8.backbone
+    assert isinstance(backbone, QuantizedModule)
+    x = torch.randn(1, 3, 128, 160)
+    bpath = str(tmp_path / "backbone_int8.onnx")
+    ep = torch.export.export(backbone.gm, (x,), strict=False)
+    torch.onnx.export(ep, (x,), bpath, dynamo=True, opset_version=18)
+    sess = ort.InferenceSession(bpath, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = backbone.gm(x)
+    for g, (k, v) in zip(got, want.items()):
+        v = v.numpy()
+        rel = np.abs(g - v).mean() / (np.abs(v).mean() + 1e-6)
+        assert rel < 0.05, f"{k}: ORT int8 vs PyTorch int8 mean rel. diff {rel:.3f}"
