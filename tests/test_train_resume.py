@@ -34,7 +34,7 @@ def _last_checkpoint(out):
         return ""
 
 
-def test_sigkill_then_resume(tmp_path):
+def test_sigkill_then_resume(tmp_path, monkeypatch):
     synth = tiny_dataset(tmp_path / "synthetic")
     env = subprocess_env(synth)
     out = tmp_path / "run"
@@ -60,7 +60,7 @@ def test_sigkill_then_resume(tmp_path):
         before = [json.loads(line)["iteration"] for line in f]
 
     # the resumed trainer as built by train_net --resume: same iteration, weights, LR, optimizer state
-    os.environ["DENSEPOSE_SYNTHETIC_ROOT"] = synth
+    monkeypatch.setenv("DENSEPOSE_SYNTHETIC_ROOT", synth)
     cfg = tiny_cfg(out, *OPTS)
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=True)

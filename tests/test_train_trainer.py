@@ -24,6 +24,15 @@ def synth(tmp_path_factory):
         os.environ["DENSEPOSE_SYNTHETIC_ROOT"] = old
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny model gains nothing from 2 threads, and OpenMP threads spin badly on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _drop_log_handlers():
     """default_setup logs to the current stdout and OUTPUT_DIR/log.txt; detach after each test."""
@@ -150,3 +159,35 @@ def test_cli_qat_without_quantization_module_is_a_clear_error(synth, tmp_path, c
     code = _train_net_cli()(["--config-file", TINY_CONFIG, "--qat", "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "densepose_fnl.quantization" in err and "Traceback" not in err
+
+
+def test_cli_qat_wraps_the_float_model_after_loading_its_weights(synth, tmp_path, capsys, monkeypatch):
+    quantization = pytest.importorskip("densepose_fnl.quantization")
+    float_out = tmp_path / "float"
+    _train(float_out, "SOLVER.MAX_ITER", 1, "SOLVER.CHECKPOINT_PERIOD", 0, log_period=1)
+    flt = torch.load(float_out / "model_final.pth", weights_only=False)["model"]
+    seen = {}
+
+    class Wrapped(torch.nn.Module):  # stands in for the fake-quantized model (same training forward API)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, batched_inputs):
+            return self.inner(batched_inputs)
+
+    def fake_build_qat_model(cfg, float_model):
+        sd = float_model.state_dict()
+        seen["loaded"] = all(torch.equal(sd[k], v) for k, v in flt.items())
+        return Wrapped(float_model)
+
+    monkeypatch.setattr(quantization, "build_qat_model", fake_build_qat_model)
+    out = tmp_path / "qat"
+    code = _train_net_cli()(["--config-file", TINY_CONFIG, "--qat", "--log-period", "1",
+                             "MODEL.WEIGHTS", str(float_out / "model_final.pth"), "OUTPUT_DIR", str(out),
+                             "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "0", "DATASETS.TEST", "()"])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    assert seen["loaded"] is True
+    qat = torch.load(out / "model_final.pth", weights_only=False)
+    assert qat["iteration"] == 1 and all(k.startswith("inner.") for k in qat["model"])
+    assert [r["iteration"] for r in _metrics(out)] == [0, 1]
