@@ -33,7 +33,8 @@ start=$(date +%s)
 echo "training took $(( $(date +%s) - start )) s; losses per 20 iterations in $OUT/metrics.json"
 
 echo "== 3/4 evaluation on densepose_synthetic_val (box AP, DensePose GPS/GPSm/IOU AP)"
-"$PY" tools/train_net.py --config-file "$CONFIG" --eval-only MODEL.WEIGHTS "$OUT/model_final.pth" \
+"$PY" tools/train_net.py --config-file "$CONFIG" --eval-only --num-gpus "$NPROC" --dist-url auto \
+  MODEL.WEIGHTS "$OUT/model_final.pth" \
   OUTPUT_DIR "$OUT/eval"
 
 echo "== 4/4 pictures of predictions"

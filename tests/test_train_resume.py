@@ -69,7 +69,8 @@ def test_sigkill_then_resume(tmp_path, monkeypatch):
     assert set(sd) == set(written["model"]) and all(torch.equal(sd[k], v) for k, v in written["model"].items())
     expected_lr = lr_at(cfg, it + 1)
     assert expected_lr < 0.01 * 0.5  # after a step (BASE_LR 0.01)
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([expected_lr] * len(trainer.optimizer.param_groups))
+    groups = trainer.optimizer.param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([expected_lr] * len(groups))
     state = trainer.optimizer.state_dict()["state"]
     assert len(state) == len(written["optimizer"]["state"]) > 0
     for k, s in written["optimizer"]["state"].items():

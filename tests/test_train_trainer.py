@@ -156,7 +156,8 @@ def test_cli_config_errors_exit_2_without_traceback(synth, tmp_path, case, capsy
 def test_cli_qat_without_quantization_module_is_a_clear_error(synth, tmp_path, capsys):
     if importlib.util.find_spec("densepose_fnl.quantization") is not None:
         pytest.skip("densepose_fnl.quantization is available")
-    code = _train_net_cli()(["--config-file", TINY_CONFIG, "--qat", "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1"])
+    code = _train_net_cli()(["--config-file", TINY_CONFIG, "--qat", "OUTPUT_DIR", str(tmp_path),
+                             "SOLVER.MAX_ITER", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "densepose_fnl.quantization" in err and "Traceback" not in err
 

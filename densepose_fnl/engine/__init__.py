@@ -13,5 +13,6 @@ from .defaults import (
 from .launch import find_free_port, launch
 from .predictor import DefaultPredictor
 
-__all__ = ["DefaultPredictor", "DefaultTrainer", "QATUnavailableError", "build_qat", "default_argument_parser", "default_setup",
+__all__ = ["DefaultPredictor", "DefaultTrainer", "QATUnavailableError", "build_qat", "default_argument_parser",
+           "default_setup",
            "find_free_port", "flatten_results", "launch", "print_results_tables", "seed_all_rng", "setup_logging"]

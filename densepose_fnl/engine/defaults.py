@@ -34,7 +34,8 @@ from .events import ConsolePrinter, EventStorage, JSONWriter, TensorboardWriter
 
 logger = logging.getLogger("densepose_fnl.train")
 
-__all__ = ["QATUnavailableError", "build_qat", "default_argument_parser", "default_setup", "setup_logging", "seed_all_rng", "DefaultTrainer",
+__all__ = ["QATUnavailableError", "build_qat", "default_argument_parser", "default_setup", "setup_logging",
+           "seed_all_rng", "DefaultTrainer",
            "print_results_tables", "flatten_results"]
 
 
@@ -186,8 +187,8 @@ class DefaultTrainer:
             # buffers (BN statistics) are not re-broadcast at each forward, as detectron2's broadcast_buffers=False
             import inspect
 
-            no_buffer_sync = ({"forward_sync_buffers": False}
-                              if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+            ddp_args = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+            no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in ddp_args
                               else {"broadcast_buffers": False})
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True,
                                                         **no_buffer_sync)
