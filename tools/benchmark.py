@@ -17,7 +17,7 @@ page the runtimes out mid-run. Without MODEL.WEIGHTS models are random-init with
 on the image (a raw random init yields no detections); int8 = --int8-weights (a `train_net.py --qat`
 checkpoint) or else post-training quantization calibrated on the image.
 Columns: params (nn.Parameter count), size (fp32 state dict for torch, ONNX file for ort*), GMACs
-(fvcore, multiply-accumulates of the PyTorch model at that size with K persons; NMS / RoIAlign not counted).
+(torch FlopCounterMode / 2 = fvcore's convention, multiply-accumulates of the PyTorch model at that size with K persons; NMS / RoIAlign not counted).
 """
 import argparse
 import ctypes
@@ -176,23 +176,19 @@ def prepare_config(config_file, args, image_bgr, log):
 
 
 def count_gmacs(model, inputs, log):
-    try:
-        from fvcore.nn import FlopCountAnalysis
-    except ImportError:
-        log.warning("fvcore not installed: no GMACs")
-        return {}
-    from densepose_fnl.export import DensePoseTensorModel
+    """Multiply-accumulates of the PyTorch model (convs / linears / matmuls; torch's FlopCounterMode,
+    FLOPs / 2, the quantity fvcore reports as "flops"; fvcore's jit tracing fails on the export wrapper)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    wrapper = DensePoseTensorModel(model).eval()
     out = {}
     for s, x in inputs.items():
         try:
-            fca = FlopCountAnalysis(wrapper, (x[None],))
-            fca.unsupported_ops_warnings(False)
-            fca.uncalled_modules_warnings(False)
-            out[s] = fca.total() / 1e9
-        except Exception as e:  # tracing problems must not kill the latency benchmark
-            log.warning("fvcore failed at %d: %s", s, e)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model.inference([{"image": x}], do_postprocess=False)
+            out[s] = counter.get_total_flops() / 2 / 1e9
+        except Exception as e:  # counting problems must not kill the latency benchmark
+            log.warning("MAC counting failed at %d: %s", s, e)
     return out
 
 

@@ -44,7 +44,7 @@ PART_NAMES = ("backbone", "rpn_head", "box_head", "box_predictor", "densepose_he
 
 
 def _quantizer(is_qat: bool):
-    """XNNPACK-style symmetric int8 quantizer (torchao keeps it under torchao.testing; it is the reference
+    """XNNPACK-style quantizer: symmetric per-channel int8 weights, asymmetric uint8 activations (torchao keeps it under torchao.testing; it is the reference
     one), extended to plain transposed convs (the chart predictor's deconvs, which it only handles when a
     ReLU follows): weights per output channel (axis 1 of a transposed-conv weight), int8 activations."""
     import dataclasses
@@ -54,6 +54,12 @@ def _quantizer(is_qat: bool):
     from torchao.testing.pt2e import _xnnpack_quantizer_utils as U
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
+    # activations as asymmetric UINT8 (weights stay symmetric per-channel INT8): u8 x s8 is the native
+    # VNNI / ONNX Runtime x86 format; with int8 activations ORT rewrites Q/DQ pairs to uint8 only where it
+    # can, and every conv left with mixed int8 / uint8 Q/DQ runs as dequantize -> float conv -> quantize
+    u8 = dict(dtype=torch.uint8, quant_min=0, quant_max=255)
+    config = dataclasses.replace(config, input_activation=dataclasses.replace(config.input_activation, **u8),
+                                 output_activation=dataclasses.replace(config.output_activation, **u8))
 
     class _DensePoseQuantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
