@@ -23,26 +23,47 @@ if [ -n "${DEMO_MAX_ITER:-}" ]; then
   EXTRA+=(SOLVER.MAX_ITER "$DEMO_MAX_ITER" SOLVER.STEPS "($((DEMO_MAX_ITER * 7 / 10)), $((DEMO_MAX_ITER * 9 / 10)))")
 fi
 
-echo "== 1/4 synthetic dataset in $DENSEPOSE_SYNTHETIC_ROOT (200 train / 50 val images; kept if already there)"
+echo "== 1/5 synthetic dataset in $DENSEPOSE_SYNTHETIC_ROOT (200 train / 50 val images; kept if already there)"
 "$PY" -c "from densepose_fnl.data import ensure_synthetic_dataset as e; print(e('$DENSEPOSE_SYNTHETIC_ROOT'))"
 
-echo "== 2/4 training B from random init on CPU ($NPROC processes) -> $OUT"
+echo "== 2/5 training B from random init on CPU ($NPROC processes) -> $OUT"
 start=$(date +%s)
 "$PY" tools/train_net.py --config-file "$CONFIG" --num-gpus "$NPROC" --dist-url auto \
   OUTPUT_DIR "$OUT" DATASETS.TEST "()" "${EXTRA[@]}"
 echo "training took $(( $(date +%s) - start )) s; losses per 20 iterations in $OUT/metrics.json"
 
-echo "== 3/4 evaluation on densepose_synthetic_val (box AP, DensePose GPS/GPSm/IOU AP)"
+echo "== 3/5 evaluation on densepose_synthetic_val (box AP, DensePose GPS/GPSm/IOU AP)"
 "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only --num-gpus "$NPROC" --dist-url auto \
   MODEL.WEIGHTS "$OUT/model_final.pth" \
   OUTPUT_DIR "$OUT/eval"
 
-echo "== 4/4 pictures of predictions"
+echo "== 4/5 pictures of predictions"
 mkdir -p "$OUT/vis"
 if [ -f tools/apply_net.py ]; then
   "$PY" tools/apply_net.py show "$CONFIG" "$OUT/model_final.pth" "$DENSEPOSE_SYNTHETIC_ROOT/val/val_00000[1-6].*" \
     bbox,dp_segm,dp_u --min_score 0.5 --output "$OUT/vis/pred.png"
   echo "pictures: $(ls "$OUT"/vis/*.png | tr '\n' ' ')"
+  echo "== 5/5 a short video over the validation images, through the same visualizers"
+  "$PY" - "$DENSEPOSE_SYNTHETIC_ROOT/val" "$OUT/vis/val_clip.mp4" <<'PYEOF'
+import glob, sys
+import cv2
+import numpy as np
+files = sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:30]
+W, H = 256, 192  # frames of one size: each image letterboxed into it
+writer = cv2.VideoWriter(sys.argv[2], cv2.VideoWriter_fourcc(*"mp4v"), 4, (W, H))
+for f in files:
+    im = cv2.imread(f)
+    s = min(W / im.shape[1], H / im.shape[0])
+    im = cv2.resize(im, (int(im.shape[1] * s), int(im.shape[0] * s)))
+    frame = np.zeros((H, W, 3), np.uint8)
+    frame[: im.shape[0], : im.shape[1]] = im
+    writer.write(frame)
+writer.release()
+print(f"{len(files)} frames -> {sys.argv[2]}")
+PYEOF
+  "$PY" tools/apply_net.py show "$CONFIG" "$OUT/model_final.pth" "$OUT/vis/val_clip.mp4" \
+    bbox,dp_contour --min_score 0.5 --output "$OUT/vis/pred_clip.mp4"
+  echo "video: $OUT/vis/pred_clip.mp4"
 else
   echo "tools/apply_net.py is not there: no pictures"
 fi
