@@ -153,15 +153,6 @@ def test_cli_config_errors_exit_2_without_traceback(synth, tmp_path, case, capsy
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_cli_qat_without_quantization_module_is_a_clear_error(synth, tmp_path, capsys):
-    if importlib.util.find_spec("densepose_fnl.quantization") is not None:
-        pytest.skip("densepose_fnl.quantization is available")
-    code = _train_net_cli()(["--config-file", TINY_CONFIG, "--qat", "OUTPUT_DIR", str(tmp_path),
-                             "SOLVER.MAX_ITER", "1"])
-    err = capsys.readouterr().err
-    assert code == 2 and "densepose_fnl.quantization" in err and "Traceback" not in err
-
-
 def test_cli_qat_wraps_the_float_model_after_loading_its_weights(synth, tmp_path, capsys, monkeypatch):
     quantization = pytest.importorskip("densepose_fnl.quantization")
     float_out = tmp_path / "float"

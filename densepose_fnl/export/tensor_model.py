@@ -28,7 +28,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import batched_nms
-from .poolers import ExportableROIPooler
 
 OUTPUT_NAMES = ("boxes", "scores", "classes", "coarse_segm", "fine_segm", "u", "v")
 
@@ -59,10 +58,10 @@ class DensePoseTensorModel(nn.Module):
         self.rpn_in_features = list(rpn.in_features)
         self.rpn = rpn  # flatten/decode helpers (its head is the same module as self.rpn_head)
         self.roi_in_features = list(roi.in_features)
-        self.box_pooler = ExportableROIPooler(roi.box_pooler)
+        self.box_pooler = roi.box_pooler
         self.box_head = roi.box_head
         self.box_predictor = roi.box_predictor
-        self.densepose_pooler = ExportableROIPooler(roi.densepose_pooler)
+        self.densepose_pooler = roi.densepose_pooler
         self.decoder = roi.decoder
         self.densepose_head = roi.densepose_head
         self.densepose_predictor = roi.densepose_predictor

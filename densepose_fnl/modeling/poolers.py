@@ -63,7 +63,9 @@ class ROIPooler(nn.Module):
             return self._pool(x[0], rois, self.scales[0])
         levels = assign_boxes_to_levels(rois[:, 1:], self.min_level, self.max_level, self.canonical_box_size,
                                         self.canonical_level)
-        order = torch.argsort(levels, stable=True)
+        # unique keys (level, then original index): any sort gives the stable order, and ONNX has no stable sort
+        n = rois.shape[0]
+        order = torch.argsort(levels * n + torch.arange(n, dtype=levels.dtype, device=levels.device))
         sorted_rois, sorted_levels = rois[order], levels[order]
         pooled = [self._pool(x_l, sorted_rois[sorted_levels == l], self.scales[l]) for l, x_l in enumerate(x)]
         return torch.cat(pooled, dim=0)[torch.argsort(order)]
