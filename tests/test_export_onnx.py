@@ -83,6 +83,13 @@ def test_onnx_file_properties(exported):
         any(a.name == "coordinate_transformation_mode" and a.s == b"half_pixel" for a in n.attribute)
         for n in roi_aligns)
     assert "NonMaxSuppression" in ops
+    # both NMS are capped inside the op (RPN at POST_NMS_TOPK_TEST, boxes at TEST.DETECTIONS_PER_IMAGE),
+    # so ONNX Runtime stops selecting there instead of suppressing all candidates
+    consts = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+              if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    consts.update({i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer})
+    caps = sorted(int(consts[n.input[2]]) for n in model.graph.node if n.op_type == "NonMaxSuppression")
+    assert caps == [3, 1000]
     assert not {"ScatterElements", "ScatterND"} & set(ops)  # sort / gather pooler, no per-level scatter
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param != "" for d in dims[2:]] == [True, True]  # dynamic H, W

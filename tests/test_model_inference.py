@@ -123,3 +123,17 @@ def test_coarse_segmentation_masks_fine_labels():
     labels, uv = chart_labels_and_uv(coarse, fine, u, v, 4, 4)
     assert labels[:, :2].eq(0).all() and labels[:, 2:].eq(7).all()
     assert torch.allclose(uv[0][:, 2:], u[7][:, 2:]) and uv[:, :, :2].eq(0).all()
+
+
+def test_capped_batched_nms_keeps_the_first_boxes_of_the_uncapped_one():
+    from densepose_fnl.layers import batched_nms
+
+    g = torch.Generator().manual_seed(5)
+    xy = torch.rand(300, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + 10 + torch.rand(300, 2, generator=g) * 60], dim=1)
+    scores = torch.rand(300, generator=g)
+    levels = torch.randint(0, 3, (300,), generator=g)
+    full = batched_nms(boxes, scores, levels, 0.5)
+    assert 40 < len(full) < 300  # suppression happened, and there is something to cap
+    for k in (0, 1, 37, len(full), len(full) + 5):
+        assert torch.equal(batched_nms(boxes, scores, levels, 0.5, max_keep=k), full[:k])

@@ -2,7 +2,8 @@
 
 Path: `DensePoseTensorModel` -> `torch.export` (non-strict, H and W symbolic, >= 65 px so no pyramid
 level is specialised to size 1) -> `torch.onnx.export(dynamo=True)` at opset 18 (>= 16 is needed for
-RoiAlign's half-pixel mode; opset 11 silently exports the non-aligned op) -> clean-up (drop per-node
+RoiAlign's half-pixel mode; opset 11 silently exports the non-aligned op; capped NMS translated to
+NonMaxSuppression with max_output_boxes_per_class) -> clean-up (drop per-node
 stack-trace metadata, deduplicate identical initializers, e.g. the int8 copies of the RPN conv shared by
 all levels) -> `onnx.checker` -> single file (no external data).
 """
@@ -71,6 +72,22 @@ def _strip_metadata(model) -> None:
     del model.graph.value_info[:]  # shape annotations only; ORT re-infers them
 
 
+def _nms_top_k_onnx(boxes, scores, iou_threshold: float, max_keep: int):
+    """ONNX translation of `layers.nms.nms_top_k`: NonMaxSuppression with max_output_boxes_per_class =
+    max_keep (one batch, one class), so ONNX Runtime stops after max_keep selections."""
+    from onnxscript import opset18 as op
+
+    selected = op.NonMaxSuppression(op.Unsqueeze(boxes, [0]), op.Unsqueeze(scores, [0, 1]), max_keep, iou_threshold)
+    # (M, 3) rows of (batch, class, box index) -> (M,) box indices, in selection (= score) order
+    return op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])
+
+
+def custom_translations() -> dict:
+    import densepose_fnl.layers.nms  # noqa: F401 - registers the custom op
+
+    return {torch.ops.densepose_fnl.nms_top_k.default: _nms_top_k_onnx}
+
+
 def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch.Tensor] = None,
                 opset: int = DEFAULT_OPSET, metadata: Optional[dict] = None) -> str:
     """Write `model` (eval GeneralizedRCNN, float or with `quantization` sub-modules) to `output_path`.
@@ -95,7 +112,8 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
         ep = torch.export.export(wrapper, (sample_image,), dynamic_shapes={"image": {2: h, 3: w}}, strict=False)
         onnx_program = torch.onnx.export(ep, (sample_image,), dynamo=True, opset_version=opset,
                                          input_names=["image"], output_names=list(OUTPUT_NAMES),
-                                         optimize=True, verbose=False)
+                                         optimize=True, verbose=False,
+                                         custom_translation_table=custom_translations())
     proto = onnx_program.model_proto
     _strip_metadata(proto)
     dropped = _dedupe_initializers(proto)

@@ -8,7 +8,8 @@ sub-modules, and it re-writes only the glue that is Python-and-data-dependent in
   PIXEL_MEAN / PIXEL_STD, zero padding of the normalised image to a multiple of 32 (as the eager model);
 * RPN: per-level top-k with k = min(H_l * W_l * A, PRE_NMS_TOPK_TEST) as a symbolic min (no Python
   `min` on a shape, which would freeze the export to one image size), clipping to the unpadded image,
-  removal of empty boxes, per-level NMS (branch-free `layers.nms.batched_nms`), POST_NMS_TOPK_TEST cap;
+  removal of empty boxes, per-level NMS (branch-free `layers.nms.batched_nms`) capped at POST_NMS_TOPK_TEST inside the NMS
+  op (ONNX Runtime stops selecting there);
 * box branch: softmax, class-specific decoding, clipping, SCORE_THRESH_TEST, per-class NMS,
   TEST.DETECTIONS_PER_IMAGE cap (all as detectron2's `fast_rcnn_inference_single_image`);
 * DensePose branch on the kept boxes.
@@ -106,7 +107,7 @@ class DensePoseTensorModel(nn.Module):
             (boxes[:, 3] - boxes[:, 1]) > self.rpn_min_box_size)
         keep = keep.nonzero()[:, 0]
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms(boxes, scores, levels, self.rpn_nms_thresh)[: self.post_nms_topk]
+        keep = batched_nms(boxes, scores, levels, self.rpn_nms_thresh, max_keep=self.post_nms_topk)
         return boxes[keep]
 
     def detections(self, features: List[torch.Tensor], proposals: torch.Tensor, h: torch.Tensor, w: torch.Tensor
@@ -127,9 +128,7 @@ class DensePoseTensorModel(nn.Module):
         boxes = boxes[idx[:, 0], idx[:, 1]]
         scores = probs[idx[:, 0], idx[:, 1]]
         classes = idx[:, 1]
-        keep = batched_nms(boxes, scores, classes, self.box_nms_thresh)
-        if self.detections_per_image >= 0:
-            keep = keep[: self.detections_per_image]
+        keep = batched_nms(boxes, scores, classes, self.box_nms_thresh, max_keep=self.detections_per_image)
         return boxes[keep], scores[keep], classes[keep]
 
     def densepose(self, features: List[torch.Tensor], boxes: torch.Tensor):

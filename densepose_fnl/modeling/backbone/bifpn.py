@@ -57,10 +57,13 @@ class FastNormalizedFusion(nn.Module):
         if len(inputs) != self.in_nodes:
             raise ValueError(f"Expected {self.in_nodes} inputs, got {len(inputs)}")
         weight = F.relu(self.weight)
+        # normalise the few weights, not the fused map: same value, and no full-size division (which an
+        # int8 graph would run in float between a dequantize and a quantize)
+        weight = weight / (weight.sum() + self.eps)
         fused = inputs[0] * weight[0]
         for i in range(1, self.in_nodes):
             fused = fused + inputs[i] * weight[i]
-        return fused / (weight.sum() + self.eps)
+        return fused
 
 
 class BiFPN(Backbone):
