@@ -3,6 +3,7 @@
 
     apply_net.py dump CONFIG MODEL INPUT [--output results.pkl] [--iuv-dir DIR] [options] [KEY VALUE ...]
     apply_net.py show CONFIG MODEL INPUT VISUALIZATIONS [--output out.png] [options] [KEY VALUE ...]
+    apply_net.py {dump,show} CONFIG model.onnx ... --runtime onnxruntime   (an exported model)
 
 Same verbs and options as detectron2's DensePose `apply_net.py` where they exist. INPUT is an image
 file, a folder (its files, sorted), a glob ("photos/*.jpg", quoted) or a video file (read with OpenCV,
@@ -10,6 +11,14 @@ processed frame by frame). Config overrides: `--opts KEY VALUE ...` or plain tra
 Common options: `--min_score S` (detections below S are dropped; sets
 MODEL.ROI_HEADS.SCORE_THRESH_TEST; default 0.8 for show, the config's value for dump), `--nms_thresh T`,
 `--device cpu|cuda`, `-v` / `-vv` (log more).
+
+`--runtime pytorch` (default): MODEL is a checkpoint (.pth / .pkl; "" = random init) run by
+DefaultPredictor. `--runtime onnxruntime`: MODEL is an ONNX file written by tools/export_model.py, run
+by `densepose_fnl.export.OrtPredictor` on the CPU; CONFIG should be the export's config (its
+config.yaml): INPUT.* still resizes the images outside the graph, but SCORE_THRESH_TEST, the NMS
+thresholds, the RPN top-k and TEST.DETECTIONS_PER_IMAGE were baked into the graph at export time, so
+`--nms_thresh` and such overrides have no effect there (a warning says so; export again to change
+them), while `--min_score` still drops the detections below it. Everything else is the same.
 
 show: VISUALIZATIONS is a comma-separated list of bbox, dp_segm, dp_u, dp_v, dp_contour,
 dp_iuv_texture (the latter needs `--texture_atlas FILE`, a 4 x 6 tile atlas such as DensePose's
@@ -43,6 +52,9 @@ per video frame) in the original DensePose (Detectron1 infer_simple) convention,
 
 A bad input (missing file, unreadable or corrupt image, unreadable video, unsupported extension) is
 reported on one line ("apply_net: error: <path>: <reason>") and skipped; the others are processed.
+A model that cannot be used is one line too ("apply_net: error: <model>: <reason>"): missing file,
+a .onnx file without `--runtime onnxruntime`, a PyTorch checkpoint / non-ONNX file / ONNX file that is
+not a densepose_fnl export with it.
 Exit code: 0 if everything was processed, 1 if anything failed (2 for command-line usage errors).
 """
 import argparse
@@ -72,10 +84,18 @@ logger = logging.getLogger("apply_net")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+RUNTIMES = ("pytorch", "onnxruntime")
+# fixed inside an exported graph: overriding them at run time changes nothing (see export/tensor_model.py)
+BAKED_INTO_ONNX = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.ROI_HEADS.NMS_THRESH_TEST", "MODEL.RPN.NMS_THRESH",
+                   "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.POST_NMS_TOPK_TEST", "TEST.DETECTIONS_PER_IMAGE")
 
 
 class InputError(Exception):
     """A bad input: reported on one line, then the next input is processed."""
+
+
+class ModelFileError(Exception):
+    """<model> cannot be run by the chosen runtime; the message ("<model>: <reason>") is the whole report."""
 
 
 def report(path: str, reason: str) -> None:
@@ -132,6 +152,43 @@ def default_predictor_factory(cfg):
     except ImportError as e:
         raise RuntimeError(f"the predictor is not available (densepose_fnl.engine.predictor): {e}") from e
     return DefaultPredictor(cfg)
+
+
+def ort_predictor_factory(cfg):
+    """OrtPredictor over MODEL.WEIGHTS (the .onnx file); a file it cannot run is a ModelFileError."""
+    from densepose_fnl.export.ort_model import OrtModelError, open_ort_predictor
+
+    try:
+        return open_ort_predictor(cfg.MODEL.WEIGHTS, cfg)
+    except OrtModelError as e:
+        raise ModelFileError(str(e)) from e
+
+
+PREDICTOR_FACTORIES = {"pytorch": default_predictor_factory, "onnxruntime": ort_predictor_factory}
+
+
+def model_file_problem(model: str, runtime: str) -> Optional[str]:
+    """Why <model> cannot be run by `runtime` ("<model>: <reason>"), or None. Checked before building
+    the predictor so a wrong file costs no model construction and gives no traceback."""
+    if runtime == "onnxruntime":
+        return None  # open_ort_predictor tells every case (missing, checkpoint, not ONNX, not our export)
+    if model and "://" not in model and not os.path.exists(model):
+        return f"{model}: model file not found"
+    if model.lower().endswith(".onnx"):
+        return f"{model}: an ONNX file; use --runtime onnxruntime"
+    return None
+
+
+def warn_baked_options(args) -> None:
+    """With onnxruntime, say which options cannot act (instead of silently ignoring them)."""
+    keys = [k for k in args.opts[0::2] if k in BAKED_INTO_ONNX]
+    if args.nms_thresh is not None:
+        keys.insert(0, "--nms_thresh")
+    if keys:
+        print(f"apply_net: warning: {', '.join(keys)}: no effect with --runtime onnxruntime (baked into the "
+              "ONNX graph at export time; export again to change it)", file=sys.stderr)
+    if args.device and not str(args.device).startswith("cpu"):
+        print(f"apply_net: warning: --device {args.device}: --runtime onnxruntime runs on the CPU", file=sys.stderr)
 
 
 def extract_results(instances, min_score: Optional[float]):
@@ -271,7 +328,8 @@ def create_argument_parser() -> argparse.ArgumentParser:
     for p in (dump, show):
         p.add_argument("-v", "--verbosity", action="count", default=0, help="-v: info, -vv: debug")
         p.add_argument("cfg", metavar="<config>", help="Config file")
-        p.add_argument("model", metavar="<model>", help="Model file (sets MODEL.WEIGHTS)")
+        p.add_argument("model", metavar="<model>",
+                       help="Model file (sets MODEL.WEIGHTS): a checkpoint, or an .onnx with --runtime onnxruntime")
         p.add_argument("input", metavar="<input>", help="Image, folder, glob pattern or video")
     show.add_argument(
         "visualizations", metavar="<visualizations>",
@@ -291,7 +349,12 @@ def create_argument_parser() -> argparse.ArgumentParser:
     show.add_argument("--background", choices=["gray", "color"], default="gray",
                       help="Draw on the grey (default, as detectron2) or on the colour picture")
     for p in (dump, show):
-        p.add_argument("--nms_thresh", metavar="<threshold>", default=None, type=float, help="NMS threshold")
+        p.add_argument("--nms_thresh", metavar="<threshold>", default=None, type=float,
+                       help="NMS threshold (pytorch only: an ONNX graph has its export-time NMS)")
+        p.add_argument("--runtime", choices=RUNTIMES, default="pytorch",
+                       help="pytorch (default): <model> is a checkpoint; onnxruntime: <model> is an ONNX file "
+                            "from tools/export_model.py, whose score threshold, NMS and detection cap were baked "
+                            "in at export time (--min_score still filters its outputs)")
         p.add_argument("--device", default=None, help="cpu or cuda (sets MODEL.DEVICE)")
         p.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
                        help="Modify config options using the command-line 'KEY VALUE' pairs")
@@ -360,6 +423,8 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
     args.opts = list(args.opts) + list(extra)  # trailing KEY VALUE overrides
     logging.basicConfig(format="%(name)s: %(message)s")
     logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbosity, 2)])
+    if args.runtime == "onnxruntime":
+        warn_baked_options(args)
 
     try:
         cfg = setup_config(args)
@@ -375,11 +440,15 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
     except ValueError as e:  # unknown visualizer, unusable texture atlas
         print(f"apply_net: error: {e}", file=sys.stderr)
         return 1
-    if args.model and "://" not in args.model and not os.path.exists(args.model):
-        print(f"apply_net: error: {args.model}: model file not found", file=sys.stderr)
+    problem = model_file_problem(args.model, args.runtime)
+    if problem:
+        print(f"apply_net: error: {problem}", file=sys.stderr)
         return 1
     try:
-        predictor = (predictor_factory or default_predictor_factory)(cfg)
+        predictor = (predictor_factory or PREDICTOR_FACTORIES[args.runtime])(cfg)
+    except ModelFileError as e:
+        print(f"apply_net: error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
         logger.debug("predictor construction failed", exc_info=True)
         print(f"apply_net: error: cannot build the model from {args.cfg} and {args.model}: {e}", file=sys.stderr)

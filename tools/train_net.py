@@ -3,6 +3,7 @@
 
     tools/train_net.py --config-file CONFIG [--resume] [--num-gpus N] [--qat] [KEY VALUE ...]
     tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model.pth [KEY VALUE ...]
+    tools/train_net.py --config-file CONFIG --eval-only --runtime onnxruntime MODEL.WEIGHTS model.onnx [KEY VALUE ...]
 
 Training writes to OUTPUT_DIR: log.txt, config.yaml, metrics.json (one JSON line per log period),
 TensorBoard events, model_NNNNNNN.pth every SOLVER.CHECKPOINT_PERIOD iterations, model_final.pth, and
@@ -11,7 +12,15 @@ evaluation results on DATASETS.TEST (every TEST.EVAL_PERIOD iterations and at th
 --num-gpus N: N processes per machine (one per GPU with CUDA and MODEL.DEVICE cuda; gloo CPU processes
 otherwise); --num-machines / --machine-rank / --dist-url for several machines.
 --qat: wraps the float model (MODEL.WEIGHTS loaded first) with densepose_fnl.quantization.build_qat_model.
-Exit codes: 0 success, 2 bad command line / config (or --qat without densepose_fnl.quantization).
+--eval-only writes the tables to the log and OUTPUT_DIR/eval_results.json.
+--runtime onnxruntime (with --eval-only only, one process, no --qat / --resume): MODEL.WEIGHTS is an ONNX
+file written by tools/export_model.py (fp32 or int8), evaluated with ONNX Runtime on DATASETS.TEST through
+the same loader, evaluator and tables as a checkpoint (`densepose_fnl.export.OrtModel`), so its box /
+DensePose AP compare directly with the PyTorch model's. Use the export's config (its config.yaml): the
+test loader resizes with its INPUT.*, while the score threshold, NMS and detection cap are those baked
+into the graph at export time (overriding them here has no effect).
+Exit codes: 0 success, 2 bad command line / config / model file (or --qat without
+densepose_fnl.quantization).
 """
 import json
 import logging
@@ -21,6 +30,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 logger = logging.getLogger("densepose_fnl.train")
+
+
+class ModelFileError(Exception):
+    """MODEL.WEIGHTS cannot be evaluated by --runtime onnxruntime; the message is the one-line report."""
 
 
 def setup(args):
@@ -33,6 +46,28 @@ def setup(args):
     return cfg
 
 
+def build_eval_model(cfg, args):
+    """The model --eval-only scores: the ONNX file run by ONNX Runtime, or the (QAT) checkpoint."""
+    from densepose_fnl.checkpoint import DensePoseCheckpointer
+    from densepose_fnl.engine import build_qat
+    from densepose_fnl.modeling import build_model
+
+    if args.runtime == "onnxruntime":
+        from densepose_fnl.export import OrtModel, OrtModelError
+
+        try:
+            return OrtModel(cfg.MODEL.WEIGHTS, cfg)
+        except OrtModelError as e:  # a checkpoint, not ONNX, or not a densepose_fnl export
+            raise ModelFileError(str(e)) from e
+    model = build_model(cfg)
+    if args.qat:
+        model = build_qat(cfg, model)
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("--eval-only without MODEL.WEIGHTS: evaluating a randomly initialised model")
+    DensePoseCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+    return model
+
+
 def main(args):
     from densepose_fnl.checkpoint import DensePoseCheckpointer
     from densepose_fnl.engine import DefaultTrainer, build_qat, comm, print_results_tables
@@ -40,13 +75,7 @@ def main(args):
 
     cfg = setup(args)
     if args.eval_only:
-        model = build_model(cfg)
-        if args.qat:
-            model = build_qat(cfg, model)
-        if not cfg.MODEL.WEIGHTS:
-            logger.warning("--eval-only without MODEL.WEIGHTS: evaluating a randomly initialised model")
-        DensePoseCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        results = DefaultTrainer.test(cfg, model)
+        results = DefaultTrainer.test(cfg, build_eval_model(cfg, args))
         if comm.is_main_process():
             print_results_tables(results)
             if cfg.OUTPUT_DIR:
@@ -79,6 +108,33 @@ def _use_cuda(args) -> bool:
     return str(cfg.MODEL.DEVICE).startswith("cuda")
 
 
+def runtime_problem(args):
+    """Why the command line cannot use --runtime onnxruntime (an exported graph can only be evaluated, in
+    one process: it has no gradients, no QAT wrapper, no PyTorch checkpoint to resume), or None."""
+    if args.runtime != "onnxruntime":
+        return None
+    if not args.eval_only:
+        return "--runtime onnxruntime evaluates an exported model: it needs --eval-only"
+    if args.qat or args.resume:
+        return f"--runtime onnxruntime cannot be combined with {'--qat' if args.qat else '--resume'}"
+    if args.num_gpus * args.num_machines > 1:
+        return "--runtime onnxruntime runs in one process: drop --num-gpus / --num-machines"
+    return None
+
+
+def weights_problem(cfg, args):
+    """Why MODEL.WEIGHTS does not suit --runtime (before any process starts), or None; the file's
+    contents are checked when OrtModel opens it."""
+    weights = cfg.MODEL.WEIGHTS
+    if args.runtime == "onnxruntime":
+        if not weights:
+            return "--runtime onnxruntime needs MODEL.WEIGHTS model.onnx (written by tools/export_model.py)"
+        return None if os.path.isfile(weights) else f"{weights}: model file not found"
+    if weights.lower().endswith(".onnx"):
+        return f"{weights}: an ONNX file; use --runtime onnxruntime (with --eval-only)"
+    return None
+
+
 def cli(argv=None) -> int:
     from densepose_fnl.config import ConfigError
     from densepose_fnl.engine import QATUnavailableError, default_argument_parser, launch
@@ -89,12 +145,19 @@ def cli(argv=None) -> int:
         parser.error("--config-file is required")
     if args.opts and args.opts[0] == "--":
         args.opts = args.opts[1:]
+    problem = runtime_problem(args)
+    if problem:
+        print(f"train_net.py: error: {problem}", file=sys.stderr)
+        return 2
     try:
         use_cuda = _use_cuda(args) if args.num_gpus * args.num_machines > 1 else None
-        # validate the config (file, keys, values) before starting any process
+        # validate the config (file, keys, values) and the weights file before starting any process
         from densepose_fnl.config import load_config
 
-        load_config(args.config_file, args.opts or [])
+        problem = weights_problem(load_config(args.config_file, args.opts or []), args)
+        if problem:
+            print(f"train_net.py: error: {problem}", file=sys.stderr)
+            return 2
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,), use_cuda=use_cuda)
     except ConfigError as e:
@@ -102,6 +165,9 @@ def cli(argv=None) -> int:
         return 2
     except QATUnavailableError as e:
         print(f"train_net.py: {e}", file=sys.stderr)
+        return 2
+    except ModelFileError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
         return 2
     return 0
 

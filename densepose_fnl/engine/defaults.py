@@ -46,6 +46,8 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
             "  train:     tools/train_net.py --config-file configs/synthetic/mobile_parsing_rcnn_b_synthetic.yaml\n"
             "  resume:    tools/train_net.py --config-file C --resume\n"
             "  evaluate:  tools/train_net.py --config-file C --eval-only MODEL.WEIGHTS output/model_final.pth\n"
+            "  exported:  tools/train_net.py --config-file C --eval-only --runtime onnxruntime "
+            "MODEL.WEIGHTS model.onnx\n"
             "  2 procs:   tools/train_net.py --config-file C --num-gpus 2   (processes on CPU, GPUs with CUDA)\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
@@ -62,6 +64,9 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware training: wrap the loaded float model with "
                         "densepose_fnl.quantization.build_qat_model")
+    p.add_argument("--runtime", choices=["pytorch", "onnxruntime"], default="pytorch",
+                   help="with --eval-only: pytorch (default) evaluates a checkpoint; onnxruntime evaluates "
+                        "MODEL.WEIGHTS = an ONNX file from tools/export_model.py with ONNX Runtime (one process)")
     p.add_argument("--log-period", type=int, default=20, help="iterations between log lines / metrics.json rows")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                    help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01")
