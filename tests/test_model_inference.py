@@ -137,3 +137,14 @@ def test_capped_batched_nms_keeps_the_first_boxes_of_the_uncapped_one():
     assert 40 < len(full) < 300  # suppression happened, and there is something to cap
     for k in (0, 1, 37, len(full), len(full) + 5):
         assert torch.equal(batched_nms(boxes, scores, levels, 0.5, max_keep=k), full[:k])
+
+
+def test_anchors_at_selected_indices_equal_the_full_grid():
+    from densepose_fnl.modeling.proposal_generator.anchor_generator import DefaultAnchorGenerator
+
+    gen = DefaultAnchorGenerator([[32], [64]], [[0.5, 1.0, 2.0]], [4, 8], offset=0.5)
+    feats = [torch.zeros(1, 8, 13, 21), torch.zeros(1, 8, 7, 11)]
+    full = gen(feats)
+    for level, f in enumerate(feats):
+        idx = torch.randperm(full[level].shape[0], generator=torch.Generator().manual_seed(level))[:50]
+        assert torch.equal(gen.anchors_at(level, f, idx), full[level][idx])

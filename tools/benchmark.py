@@ -107,6 +107,20 @@ def load_image(path, rng_seed=0):
     return np.random.default_rng(rng_seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
 
 
+def code_version() -> str:
+    """Hash of the package sources, so cached exports are redone whenever the model / export code changes."""
+    import densepose_fnl
+
+    h = hashlib.sha1()
+    root = os.path.dirname(densepose_fnl.__file__)
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                with open(os.path.join(d, f), "rb") as fh:
+                    h.update(fh.read())
+    return h.hexdigest()
+
+
 class Entry:
     """One (config, runtime): a callable on a (3, H, W) uint8 tensor returning the number of persons."""
 
@@ -146,7 +160,8 @@ def prepare_config(config_file, args, image_bgr, log):
     torch.save(model.state_dict(), buf)
     entries = {}
     runtimes = args.runtimes.split(",")
-    key = hashlib.sha1((os.path.abspath(config_file) + repr(opts) + args.int8_weights).encode()).hexdigest()[:10]
+    key = hashlib.sha1((os.path.abspath(config_file) + repr(opts) + args.int8_weights + code_version()).encode()
+                       ).hexdigest()[:10]
     cache = os.path.join(args.cache_dir, f"{name}_{key}")
     os.makedirs(cache, exist_ok=True)
 

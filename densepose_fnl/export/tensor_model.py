@@ -6,7 +6,7 @@ sub-modules, and it re-writes only the glue that is Python-and-data-dependent in
 
 * preprocessing in the graph: uint8 or float (1, 3, H, W) image in INPUT.FORMAT, normalisation with
   PIXEL_MEAN / PIXEL_STD, zero padding of the normalised image to a multiple of 32 (as the eager model);
-* RPN: per-level top-k with k = min(H_l * W_l * A, PRE_NMS_TOPK_TEST) as a symbolic min (no Python
+* RPN: per-level top-k (only the kept anchors are made and decoded) with k = min(H_l * W_l * A, PRE_NMS_TOPK_TEST) as a symbolic min (no Python
   `min` on a shape, which would freeze the export to one image size), clipping to the unpadded image,
   removal of empty boxes, per-level NMS (branch-free `layers.nms.batched_nms`) capped at POST_NMS_TOPK_TEST inside the NMS
   op (ONNX Runtime stops selecting there);
@@ -87,16 +87,17 @@ class DensePoseTensorModel(nn.Module):
         return F.pad(x, (0, (w + d - 1) // d * d - w, 0, (h + d - 1) // d * d - h), value=0.0)
 
     def proposals(self, features: List[torch.Tensor], h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        anchors = self.anchor_generator(features)
         logits, deltas = self.rpn_head(features)
         # float island: objectness / deltas leave an int8 head dequantized
         logits, deltas = self.rpn.flatten_predictions([x.float() for x in logits], [x.float() for x in deltas])
-        proposals = self.rpn.decode_proposals(anchors, deltas)
+        box2box = self.rpn.box2box_transform
         boxes_all, scores_all, levels_all = [], [], []
-        for level, (props, scores) in enumerate(zip(proposals, logits)):
+        for level, (feature, scores, level_deltas) in enumerate(zip(features, logits, deltas)):
             k = torch.sym_min(scores.shape[1], self.pre_nms_topk)
             top_scores, idx = scores[0].topk(k)
-            boxes_all.append(props[0][idx])
+            # decode the top-k anchors only (the eager RPN decodes all, then selects: same boxes)
+            anchors = self.anchor_generator.anchors_at(level, feature, idx)
+            boxes_all.append(box2box.apply_deltas(level_deltas[0][idx], anchors))
             scores_all.append(top_scores)
             levels_all.append(torch.full_like(idx, level))
         boxes = _clip(torch.cat(boxes_all), h, w)

@@ -72,3 +72,19 @@ class DefaultAnchorGenerator(nn.Module):
             shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
             anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))
         return anchors
+
+    def anchors_at(self, level: int, feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """`forward(features)[level][indices]` without building the level's whole grid: the RPN keeps only
+        its top-k anchors per level, so the exported graph makes k anchors instead of H * W * A (same
+        arithmetic, same values)."""
+        base = self.cell_anchors[level]
+        stride = self.strides[level]
+        num_cell = base.shape[0]
+        w = feature.shape[-1]
+        # remainders written as i - (i // n) * n: ONNX export has no remainder by a symbolic size
+        cell = indices // num_cell
+        a = indices - cell * num_cell
+        y = cell // w
+        shift_x = (cell - y * w).to(torch.float32) * stride + self.offset * stride
+        shift_y = y.to(torch.float32) * stride + self.offset * stride
+        return torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1) + base[a]
