@@ -3,7 +3,7 @@
 ONNX Runtime int8), measured side by side in one process.
 
     tools/benchmark.py --configs C1 [C2 ...] [--runtimes torch,ort,ort-int8] [--sizes 512 800] [--people K]
-                       [--rounds 15] [--warmup 3] [--threads 2] [--image IMG] [--int8-weights QAT.pth]
+                       [--rounds 15] [--warmup 3] [--threads 2] [--gap-ms 100] [--image IMG] [--int8-weights QAT.pth]
                        [--cache-dir DIR] [--ort-profile] [--json out.json] [--plot out.png] [KEY VALUE ...]
 
 Protocol: every model gets exactly K persons into its DensePose head (ROI_HEADS.SCORE_THRESH_TEST 0 and
@@ -11,7 +11,8 @@ TEST.DETECTIONS_PER_IMAGE K; checked on every run); inputs are the image resized
 (MAX_SIZE_TEST 1333); timed scope = network input tensor -> raw outputs (normalisation, padding, whole
 model; not the resize nor per-person chart post-processing, identical for all runtimes). Torch and ORT
 use --threads intra-op threads. After --warmup runs each, --rounds rounds run every (config, runtime,
-size) once per round in a fixed interleaved order, so slow phases of a shared machine hit all of them
+size) once per round in a fixed interleaved order, each after an idle --gap-ms (so no runtime's
+spin-waiting threads compete with the next runtime's), so slow phases of a shared machine hit all of them
 alike; median and p90 over rounds. After warm-up the process memory is locked (mlockall; glibc keeps
 freed heap for reuse) so that page reclaim cannot page the runtimes out mid-run. Without MODEL.WEIGHTS models are random-init with BN statistics calibrated
 on the image (a raw random init yields no detections); int8 = --int8-weights (a `train_net.py --qat`
@@ -45,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gap-ms", type=float, default=100.0, help="idle time before each timed run (not timed)")
     p.add_argument("--image", default="")
     p.add_argument("--int8-weights", default="", help="QAT checkpoint for ort-int8 (single config)")
     p.add_argument("--cache-dir", default="output/benchmark_cache")
@@ -282,6 +284,9 @@ def main(argv=None) -> int:
         log.warning("mlockall failed: latency may show page-out outliers")
     for r in range(args.rounds):
         for e, s in jobs:
+            # idle gap: the previous runtime's worker threads (ORT / OpenMP spin-wait after a run) must not
+            # compete with the next one's, or whichever runs right after another is slowed
+            time.sleep(args.gap_ms / 1e3)
             t0 = time.perf_counter()
             n = e.run(inputs[s])
             e.times[s].append((time.perf_counter() - t0) * 1e3)
