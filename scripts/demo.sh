@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo on a fresh machine (CPU is enough): set up .venv, generate the embedded synthetic
 # DensePose set, train Mobile Parsing R-CNN B on it from random init (a few minutes), evaluate it
-# (box AP + DensePose AP) and draw its predictions on a few validation pictures.
+# (box AP + DensePose AP), draw its predictions on a few validation pictures and a video, then export it
+# to int8 ONNX and score / draw that with ONNX Runtime.
 #
 #   bash scripts/demo.sh                 # everything under output/demo
 # Environment knobs:
@@ -23,27 +24,27 @@ if [ -n "${DEMO_MAX_ITER:-}" ]; then
   EXTRA+=(SOLVER.MAX_ITER "$DEMO_MAX_ITER" SOLVER.STEPS "($((DEMO_MAX_ITER * 7 / 10)), $((DEMO_MAX_ITER * 9 / 10)))")
 fi
 
-echo "== 1/5 synthetic dataset in $DENSEPOSE_SYNTHETIC_ROOT (200 train / 50 val images; kept if already there)"
+echo "== 1/6 synthetic dataset in $DENSEPOSE_SYNTHETIC_ROOT (200 train / 50 val images; kept if already there)"
 "$PY" -c "from densepose_fnl.data import ensure_synthetic_dataset as e; print(e('$DENSEPOSE_SYNTHETIC_ROOT'))"
 
-echo "== 2/5 training B from random init on CPU ($NPROC processes) -> $OUT"
+echo "== 2/6 training B from random init on CPU ($NPROC processes) -> $OUT"
 start=$(date +%s)
 "$PY" tools/train_net.py --config-file "$CONFIG" --num-gpus "$NPROC" --dist-url auto \
   OUTPUT_DIR "$OUT" DATASETS.TEST "()" "${EXTRA[@]}"
 echo "training took $(( $(date +%s) - start )) s; losses per 20 iterations in $OUT/metrics.json"
 
-echo "== 3/5 evaluation on densepose_synthetic_val (box AP, DensePose GPS/GPSm/IOU AP)"
+echo "== 3/6 evaluation on densepose_synthetic_val (box AP, DensePose GPS/GPSm/IOU AP)"
 "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only --num-gpus "$NPROC" --dist-url auto \
   MODEL.WEIGHTS "$OUT/model_final.pth" \
   OUTPUT_DIR "$OUT/eval"
 
-echo "== 4/5 pictures of predictions"
+echo "== 4/6 pictures of predictions"
 mkdir -p "$OUT/vis"
 if [ -f tools/apply_net.py ]; then
   "$PY" tools/apply_net.py show "$CONFIG" "$OUT/model_final.pth" "$DENSEPOSE_SYNTHETIC_ROOT/val/val_00000[1-6].*" \
     bbox,dp_segm,dp_u --min_score 0.5 --output "$OUT/vis/pred.png"
   echo "pictures: $(ls "$OUT"/vis/*.png | tr '\n' ' ')"
-  echo "== 5/5 a short video over the validation images, through the same visualizers"
+  echo "== 5/6 a short video over the validation images, through the same visualizers"
   "$PY" - "$DENSEPOSE_SYNTHETIC_ROOT/val" "$OUT/vis/val_clip.mp4" <<'PYEOF'
 import glob, sys
 import cv2
@@ -67,4 +68,15 @@ PYEOF
 else
   echo "tools/apply_net.py is not there: no pictures"
 fi
-echo "done: model $OUT/model_final.pth, metrics $OUT/metrics.json, evaluation $OUT/eval/eval_results.json"
+
+echo "== 6/6 deployment: int8 ONNX (post-training quantization on 16 training images), scored and drawn by ONNX Runtime"
+"$PY" tools/export_model.py --config-file "$CONFIG" --format onnx --output "$OUT/onnx_int8" --int8 \
+  --sample-image "$DENSEPOSE_SYNTHETIC_ROOT/val/val_000001.jpg" --calib-images "$DENSEPOSE_SYNTHETIC_ROOT/train" \
+  --calib-count 16 MODEL.WEIGHTS "$OUT/model_final.pth"
+"$PY" tools/train_net.py --config-file "$OUT/onnx_int8/config.yaml" --eval-only --runtime onnxruntime \
+  MODEL.WEIGHTS "$OUT/onnx_int8/model_int8.onnx" OUTPUT_DIR "$OUT/onnx_int8/eval"
+"$PY" tools/apply_net.py show "$OUT/onnx_int8/config.yaml" "$OUT/onnx_int8/model_int8.onnx" \
+  "$DENSEPOSE_SYNTHETIC_ROOT/val/val_000001.jpg" bbox,dp_contour --runtime onnxruntime --min_score 0.5 \
+  --output "$OUT/vis/pred_int8_onnx.png"
+echo "done: model $OUT/model_final.pth, metrics $OUT/metrics.json, evaluation $OUT/eval/eval_results.json,"
+echo "      int8 ONNX $OUT/onnx_int8/model_int8.onnx (evaluation $OUT/onnx_int8/eval/eval_results.json)"

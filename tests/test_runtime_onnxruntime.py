@@ -6,7 +6,6 @@ of this file's time. Test images are resized to 96 px (>= 65 px, so OrtPredictor
 must agree with PyTorch up to float rounding)."""
 import importlib.util
 import json
-import logging
 import shutil
 import types
 
@@ -17,7 +16,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from _train_helpers import REPO, TINY_CONFIG, tiny_dataset  # noqa: E402
+from _train_helpers import REPO, TINY_CONFIG, drop_log_handlers, one_thread, tiny_dataset  # noqa: E402,F401
 
 from densepose_fnl.config import load_config  # noqa: E402
 from densepose_fnl.data import DatasetCatalog, build_detection_test_loader  # noqa: E402
@@ -39,26 +38,6 @@ def _load_tool(name):
 
 apply_net = _load_tool("apply_net")
 train_net = _load_tool("train_net")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny model: threads buy nothing, and spin badly on a busy machine (ORT follows torch's count)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    """train_net's default_setup logs to the current stdout and OUTPUT_DIR/log.txt; detach after each test."""
-    yield
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_densepose_fnl", False):
-            root.removeHandler(h)
-            h.close()
 
 
 @pytest.fixture(scope="module")

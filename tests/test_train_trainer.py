@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from _train_helpers import REPO, TINY_CONFIG, tiny_cfg, tiny_dataset
+from _train_helpers import REPO, TINY_CONFIG, drop_log_handlers, one_thread, tiny_cfg, tiny_dataset  # noqa: F401
 
 from densepose_fnl.engine import DefaultTrainer, default_setup
 from densepose_fnl.solver import lr_at
@@ -22,28 +22,6 @@ def synth(tmp_path_factory):
         os.environ.pop("DENSEPOSE_SYNTHETIC_ROOT", None)
     else:
         os.environ["DENSEPOSE_SYNTHETIC_ROOT"] = old
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model gains nothing from 2 threads, and OpenMP threads spin badly on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    """default_setup logs to the current stdout and OUTPUT_DIR/log.txt; detach after each test."""
-    yield
-    import logging
-
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_densepose_fnl", False):
-            root.removeHandler(h)
-            h.close()
 
 
 def _train_net_cli():
