@@ -3,8 +3,8 @@
 Path: `DensePoseTensorModel` -> `torch.export` (non-strict, H and W symbolic, >= 65 px so no pyramid
 level is specialised to size 1) -> `torch.onnx.export(dynamo=True)` at opset 18 (>= 16 is needed for
 RoiAlign's half-pixel mode; opset 11 silently exports the non-aligned op; capped NMS translated to
-NonMaxSuppression with max_output_boxes_per_class) -> clean-up (drop per-node
-stack-trace metadata, deduplicate identical initializers, e.g. the int8 copies of the RPN conv shared by
+NonMaxSuppression with max_output_boxes_per_class) -> clean-up (drop per-node stack-trace metadata,
+deduplicate identical initializers, e.g. the int8 copies of the RPN conv shared by
 all levels) -> `onnx.checker` -> single file (no external data).
 """
 import hashlib

@@ -6,10 +6,10 @@ sub-modules, and it re-writes only the glue that is Python-and-data-dependent in
 
 * preprocessing in the graph: uint8 or float (1, 3, H, W) image in INPUT.FORMAT, normalisation with
   PIXEL_MEAN / PIXEL_STD, zero padding of the normalised image to a multiple of 32 (as the eager model);
-* RPN: per-level top-k (only the kept anchors are made and decoded) with k = min(H_l * W_l * A, PRE_NMS_TOPK_TEST) as a symbolic min (no Python
-  `min` on a shape, which would freeze the export to one image size), clipping to the unpadded image,
-  removal of empty boxes, per-level NMS (branch-free `layers.nms.batched_nms`) capped at POST_NMS_TOPK_TEST inside the NMS
-  op (ONNX Runtime stops selecting there);
+* RPN: per-level top-k with k = min(H_l * W_l * A, PRE_NMS_TOPK_TEST) as a symbolic min (no Python
+  `min` on a shape, which would freeze the export to one image size); only the kept anchors are made
+  and decoded; clipping to the unpadded image, removal of empty boxes, per-level NMS (branch-free
+  `layers.nms.batched_nms`) capped at POST_NMS_TOPK_TEST inside the NMS op (ONNX Runtime stops there);
 * box branch: softmax, class-specific decoding, clipping, SCORE_THRESH_TEST, per-class NMS,
   TEST.DETECTIONS_PER_IMAGE cap (all as detectron2's `fast_rcnn_inference_single_image`);
 * DensePose branch on the kept boxes.

@@ -22,8 +22,8 @@ def nms_top_k(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, m
 def _nms_top_k_fake(boxes, scores, iou_threshold, max_keep):
     # data-dependent length: an unbacked size (as torchvision's own nms meta kernel), known to be <= max_keep
     # (graphs downstream, e.g. the int8 heads captured for <= 4096 RoIs, check that bound)
-    n = torch.library.get_ctx().new_dynamic_size(max=max_keep) if max_keep >= 0 else \
-        torch.library.get_ctx().new_dynamic_size()
+    ctx = torch.library.get_ctx()
+    n = ctx.new_dynamic_size(max=max_keep) if max_keep >= 0 else ctx.new_dynamic_size()
     return boxes.new_empty((n,), dtype=torch.int64)
 
 
