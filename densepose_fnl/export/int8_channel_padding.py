@@ -1,0 +1,341 @@
+"""Zero-channel padding of an int8 (QDQ) ONNX graph so ONNX Runtime runs every conv on its fast int8 kernels.
+
+Why: on x86, ONNX Runtime's symmetric int8 convolution kernels (MLAS "ConvSym", used for QLinearConv with
+int8 weights of zero point 0, i.e. our export) take a depthwise conv only when its channel count is a
+multiple of 16, and a dense conv only when its input channels are a multiple of 4. Any other conv falls
+back to a generic kernel, 2-3x slower (`tools/benchmark_int8_kernels.py`). SPNASNet has 72- and
+120-channel depthwise convs and a 3-channel stem; ORT's fp32 path pads channels internally (NCHWc
+blocks of 16), its int8 path does not.
+
+What: two graph rewrites, both exact (the added channels carry zeros through every padded node):
+* depthwise: producer conv -> [Relu / Clip] -> Q -> DQ -> depthwise conv (C channels) -> [Relu / Clip] -> Q
+  -> DQ -> consumer convs becomes the same chain with C' = ceil(C / 16) * 16 channels: the producer gets
+  C' - C zero output filters (bias 0), the depthwise conv C' - C zero filters, every consumer zero input
+  weights for the new channels. Zero in, zero bias, ReLU(0) = 0 and zero weights: the consumers' integer
+  accumulators receive exactly nothing from the new channels.
+* dense input: a group-1 conv with Cin % 4 != 0 fed by DequantizeLinear gets its quantized input padded
+  with the zero point (a uint8 Pad before the DQ, so it dequantizes to 0) and zero input weights.
+A chain is rewritten only when every node on it has exactly the consumers listed (nothing else reads the
+tensors whose shape changes); anything else is left as it is. Weights stay int8; new initializers are made
+for the padded tensors, so initializers shared with other nodes are untouched.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEPTHWISE_MULTIPLE = 16  # MLAS ConvSym depthwise: channel count aligned to 16 on x86 (8 on ARM64)
+INPUT_CHANNEL_MULTIPLE = 4  # MLAS ConvSym dense: input channels aligned to 4 (KernelInputChannelAlignment)
+PASS_THROUGH_ACTIVATIONS = ("Relu", "Clip")  # f(0) = 0 for ReLU; Clip keeps 0 when its range holds 0
+
+
+@dataclass
+class PaddingReport:
+    depthwise: int = 0  # depthwise convs padded (with their producers and consumers)
+    dense_inputs: int = 0  # dense convs whose input channels were padded
+
+    def __str__(self) -> str:
+        return f"{self.depthwise} depthwise convs and {self.dense_inputs} conv inputs padded"
+
+
+class _Graph:
+    """Producer / consumer look-ups and initializer helpers over one onnx GraphProto."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.to_array = numpy_helper.to_array
+        self.from_array = numpy_helper.from_array
+        self.inits = {t.name: t for t in graph.initializer}
+        self.outputs = {o.name for o in graph.output}
+        self.producer, self.consumers = {}, {}
+        for node in graph.node:
+            for o in node.output:
+                self.producer[o] = node
+            for i in node.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(node)
+        self._count = 0
+        self.taken = set(self.inits) | set(self.producer) | {n.name for n in graph.node} | {
+            i.name for i in graph.input}
+        self.pending: Dict[str, List] = {}  # conv name -> new nodes to place right before it
+
+    def insert_before(self, node, new_node) -> None:
+        self.pending.setdefault(node.name, []).append(new_node)
+
+    def array(self, name: str) -> Optional[np.ndarray]:
+        return self.to_array(self.inits[name]) if name in self.inits else None
+
+    def only_consumers(self, tensor: str) -> List:
+        return [] if tensor in self.outputs else self.consumers.get(tensor, [])
+
+    def single_consumer(self, tensor: str):
+        users = self.only_consumers(tensor)
+        return users[0] if len(users) == 1 else None
+
+    def padded(self, name: str, axis: int, size: int, fill) -> str:
+        """Name of an initializer holding `name` padded along `axis` to `size` with `fill` (made once)."""
+        new_name = f"{name}_pad{axis}_{size}" + (f"_fill{fill:g}" if fill else "")
+        if new_name not in self.inits:
+            arr = self.array(name)
+            pad = [(0, 0)] * arr.ndim
+            pad[axis] = (0, size - arr.shape[axis])
+            new = self.from_array(np.pad(arr, pad, constant_values=np.array(fill).astype(arr.dtype)), new_name)
+            self.graph.initializer.append(new)
+            self.inits[new_name] = new
+        return new_name
+
+    def unique(self, stem: str) -> str:
+        """A node / tensor name not used in the graph yet."""
+        while True:
+            self._count += 1
+            name = f"{stem}_chpad{self._count}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+
+    @staticmethod
+    def attr(node, name: str, default=None):
+        from onnx import helper
+
+        for a in node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    @staticmethod
+    def set_int_attr(node, name: str, value: int) -> None:
+        for a in node.attribute:
+            if a.name == name:
+                a.i = value
+                return
+        from onnx import helper
+
+        node.attribute.append(helper.make_attribute(name, value))
+
+
+@dataclass
+class _QdqConv:
+    """A Conv whose weight is DequantizeLinear(int8 initializer, per-output-channel scale / zero point) and
+    whose bias is a float initializer or absent: the form ORT fuses into QLinearConv."""
+
+    node: object
+    weight_dq: object
+    weight: str
+    scale: str
+    zero_point: str
+    bias: Optional[str]
+    group: int
+    out_channels: int
+    in_channels: int  # per group
+
+    def repad_weight(self, g: _Graph, axis: int, size: int) -> None:
+        """Point the conv at a new DQ of its weight padded with zeros along `axis` (0: filters, 1: inputs)."""
+        weight = g.padded(self.weight, axis, size, 0)
+        scale, zp = self.scale, self.zero_point
+        if axis == 0 and g.array(scale).ndim == 1:
+            scale, zp = g.padded(scale, 0, size, 1.0), g.padded(zp, 0, size, 0)
+        from onnx import helper
+
+        out = g.unique(self.weight_dq.output[0])
+        g.insert_before(self.node, helper.make_node("DequantizeLinear", [weight, scale, zp], [out],
+                                                    name=g.unique("weight_dq"), axis=0))
+        self.node.input[1] = out
+        if axis == 0 and self.bias is not None:
+            self.node.input[2] = g.padded(self.bias, 0, size, 0.0)
+
+
+def _qdq_conv(g: _Graph, node) -> Optional[_QdqConv]:
+    if node is None or node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return None
+    dq = g.producer.get(node.input[1])
+    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+        return None
+    w, scale, zp = (g.array(n) for n in dq.input[:3])
+    if w is None or scale is None or zp is None or w.dtype != np.int8 or w.ndim != 4 or np.any(zp != 0):
+        return None
+    if scale.ndim == 1 and g.attr(dq, "axis", 1) != 0:
+        return None
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and (bias not in g.inits or g.array(bias).dtype != np.float32):
+        return None
+    if g.attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    return _QdqConv(node, dq, dq.input[0], dq.input[1], dq.input[2], bias, int(g.attr(node, "group", 1)),
+                    int(w.shape[0]), int(w.shape[1]))
+
+
+def _activation_then_q(g: _Graph, tensor: str):
+    """tensor -> [Relu / Clip] -> QuantizeLinear, each the only consumer: (nodes, the Q) or None."""
+    nodes = []
+    node = g.single_consumer(tensor)
+    if node is not None and node.op_type in PASS_THROUGH_ACTIVATIONS:
+        if node.op_type == "Clip" and not _clip_keeps_zero(g, node):
+            return None
+        nodes.append(node)
+        node = g.single_consumer(node.output[0])
+    if node is None or node.op_type != "QuantizeLinear":
+        return None
+    return nodes, node
+
+
+def _clip_keeps_zero(g: _Graph, node) -> bool:
+    lo = g.array(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    hi = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    return (lo is None or float(lo) <= 0.0) and (hi is None or float(hi) >= 0.0)
+
+
+def _dequantized_consumers(g: _Graph, q) -> Optional[List]:
+    """The nodes reading Q's output through per-tensor DequantizeLinear nodes, or None if anything else
+    reads it (or a dequantized tensor is a graph output)."""
+    dqs = g.only_consumers(q.output[0])
+    if not dqs or any(d.op_type != "DequantizeLinear" or d.input[0] != q.output[0] for d in dqs):
+        return None
+    users = []
+    for d in dqs:
+        readers = g.only_consumers(d.output[0])
+        if not readers:
+            return None
+        users += readers
+    return users
+
+
+def _pad_depthwise(g: _Graph, dw: _QdqConv, multiple: int) -> bool:
+    c = dw.out_channels
+    target = -(-c // multiple) * multiple
+    if target == c or dw.group != c or dw.in_channels != 1:
+        return False
+    # upstream: producer conv -> [act] -> Q -> DQ -> dw (the dw is the only reader)
+    dq_in = g.producer.get(dw.node.input[0])
+    if dq_in is None or dq_in.op_type != "DequantizeLinear" or g.only_consumers(dq_in.output[0]) != [dw.node]:
+        return False
+    q_in = g.producer.get(dq_in.input[0])
+    if q_in is None or q_in.op_type != "QuantizeLinear" or g.only_consumers(q_in.output[0]) != [dq_in]:
+        return False
+    act_in = g.producer.get(q_in.input[0])
+    source = act_in
+    if act_in is not None and act_in.op_type in PASS_THROUGH_ACTIVATIONS:
+        if g.only_consumers(act_in.output[0]) != [q_in] or (act_in.op_type == "Clip" and not _clip_keeps_zero(g, act_in)):
+            return False
+        source = g.producer.get(act_in.input[0])
+    producer = _qdq_conv(g, source)
+    if producer is None or producer.group != 1 or producer.out_channels != c:
+        return False
+    chain = _activation_then_q(g, producer.node.output[0])
+    if chain is None or chain[1] is not q_in:
+        return False
+    # downstream: dw -> [act] -> Q -> DQ(s) -> group-1 convs reading it as their input
+    chain = _activation_then_q(g, dw.node.output[0])
+    if chain is None:
+        return False
+    users = _dequantized_consumers(g, chain[1])
+    if users is None:
+        return False
+    consumers = [_qdq_conv(g, u) for u in users]
+    if any(k is None or k.group != 1 or k.in_channels != c or g.producer.get(k.node.input[0]) is None
+           or g.producer[k.node.input[0]].op_type != "DequantizeLinear" for k in consumers):
+        return False
+    producer.repad_weight(g, 0, target)
+    dw.repad_weight(g, 0, target)
+    g.set_int_attr(dw.node, "group", target)
+    for k in consumers:
+        k.repad_weight(g, 1, target)
+    return True
+
+
+def _pad_dense_input(g: _Graph, conv: _QdqConv, multiple: int) -> bool:
+    c = conv.in_channels
+    target = -(-c // multiple) * multiple
+    if target == c or conv.group != 1:
+        return False
+    dq = g.producer.get(conv.node.input[0])
+    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or g.array(dq.input[2]) is None:
+        return False
+    if g.array(dq.input[1]) is None or g.array(dq.input[1]).ndim != 0:
+        return False
+    from onnx import helper
+
+    pads = g.unique("channel_pads")
+    g.graph.initializer.append(g.from_array(np.array([0, 0, 0, 0, 0, target - c, 0, 0], np.int64), pads))
+    padded_q, padded = g.unique(dq.input[0]), g.unique(dq.output[0])
+    # pad the quantized tensor with its zero point: the new channels dequantize to exactly 0
+    g.insert_before(conv.node, helper.make_node("Pad", [dq.input[0], pads, dq.input[2]], [padded_q],
+                                                name=g.unique("pad"), mode="constant"))
+    g.insert_before(conv.node, helper.make_node("DequantizeLinear", [padded_q] + list(dq.input[1:3]), [padded],
+                                                name=g.unique("input_dq")))
+    conv.node.input[0] = padded
+    conv.repad_weight(g, 1, target)
+    return True
+
+
+def _used_names(graph, names: set) -> set:
+    """Every tensor name read by a node of `graph` or of its sub-graphs (If / Loop bodies)."""
+    for node in graph.node:
+        names.update(i for i in node.input if i)
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _used_names(sub, names)
+    return names
+
+
+def _commit(g: _Graph) -> None:
+    """Place the new nodes before their convs, then drop the DQ nodes and initializers nothing reads now."""
+    from onnx import NodeProto
+
+    ordered = []
+    for node in g.graph.node:
+        for new in g.pending.get(node.name, []) + [node]:
+            copy = NodeProto()
+            copy.CopyFrom(new)
+            ordered.append(copy)
+    g.pending.clear()
+    while True:
+        used = _used_names_of(ordered, g.graph)
+        kept = [n for n in ordered if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]
+        if len(kept) == len(ordered):
+            break
+        ordered = kept
+    del g.graph.node[:]
+    g.graph.node.extend(ordered)
+    used = _used_names(g.graph, {o.name for o in g.graph.output})
+    live = [t for t in g.graph.initializer if t.name in used]
+    del g.graph.initializer[:]
+    g.graph.initializer.extend(live)
+
+
+def _used_names_of(nodes, graph) -> set:
+    from onnx import GraphProto
+
+    tmp = GraphProto()
+    tmp.node.extend(nodes)
+    return _used_names(tmp, {o.name for o in graph.output})
+
+
+def pad_int8_conv_channels(model, depthwise_multiple: int = DEPTHWISE_MULTIPLE,
+                           input_multiple: int = INPUT_CHANNEL_MULTIPLE) -> PaddingReport:
+    """Rewrite `model` (onnx ModelProto with QDQ convs) in place; returns what was padded."""
+    report = PaddingReport()
+    names = [n.name for n in model.graph.node]
+    if not all(names) or len(set(names)) != len(names):
+        logger.warning("int8 channel padding skipped: the graph's nodes are not uniquely named")
+        return report
+    # one rewrite at a time, each on fresh look-ups (a rewrite changes the tensors its neighbours check)
+    for pad, multiple, field in ((_pad_depthwise, depthwise_multiple, "depthwise"),
+                                 (_pad_dense_input, input_multiple, "dense_inputs")):
+        done = set()
+        while True:
+            g = _Graph(model.graph)
+            candidates = [c for c in (_qdq_conv(g, n) for n in g.graph.node) if c is not None and c.node.name not in done]
+            for conv in candidates:
+                done.add(conv.node.name)
+                if pad(g, conv, multiple):
+                    setattr(report, field, getattr(report, field) + 1)
+                    _commit(g)
+                    break
+            else:
+                break
+    return report
