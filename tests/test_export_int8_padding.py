@@ -54,10 +54,9 @@ class _Builder:
         return self.qdq(y, out_scale, 0 if relu else 128)
 
     def model(self, inputs, outputs):
-        graph = helper.make_graph(self.nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, c, "h", "w"])
-                                                    for i, c in inputs],
-                                  [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", "c", "h", "w"]) for o in outputs],
-                                  self.inits)
+        value = helper.make_tensor_value_info
+        graph = helper.make_graph(self.nodes, "g", [value(i, TensorProto.FLOAT, [1, c, "h", "w"]) for i, c in inputs],
+                                  [value(o, TensorProto.FLOAT, ["n", "c", "h", "w"]) for o in outputs], self.inits)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 

@@ -21,9 +21,11 @@ for the padded tensors, so initializers shared with other nodes are untouched.
 """
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
+
+from .onnx_graph import GraphEditor, nodes_uniquely_named
 
 logger = logging.getLogger(__name__)
 
@@ -41,83 +43,6 @@ class PaddingReport:
         return f"{self.depthwise} depthwise convs and {self.dense_inputs} conv inputs padded"
 
 
-class _Graph:
-    """Producer / consumer look-ups and initializer helpers over one onnx GraphProto."""
-
-    def __init__(self, graph):
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.to_array = numpy_helper.to_array
-        self.from_array = numpy_helper.from_array
-        self.inits = {t.name: t for t in graph.initializer}
-        self.outputs = {o.name for o in graph.output}
-        self.producer, self.consumers = {}, {}
-        for node in graph.node:
-            for o in node.output:
-                self.producer[o] = node
-            for i in node.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(node)
-        self._count = 0
-        self.taken = set(self.inits) | set(self.producer) | {n.name for n in graph.node} | {
-            i.name for i in graph.input}
-        self.pending: Dict[str, List] = {}  # conv name -> new nodes to place right before it
-
-    def insert_before(self, node, new_node) -> None:
-        self.pending.setdefault(node.name, []).append(new_node)
-
-    def array(self, name: str) -> Optional[np.ndarray]:
-        return self.to_array(self.inits[name]) if name in self.inits else None
-
-    def only_consumers(self, tensor: str) -> List:
-        return [] if tensor in self.outputs else self.consumers.get(tensor, [])
-
-    def single_consumer(self, tensor: str):
-        users = self.only_consumers(tensor)
-        return users[0] if len(users) == 1 else None
-
-    def padded(self, name: str, axis: int, size: int, fill) -> str:
-        """Name of an initializer holding `name` padded along `axis` to `size` with `fill` (made once)."""
-        new_name = f"{name}_pad{axis}_{size}" + (f"_fill{fill:g}" if fill else "")
-        if new_name not in self.inits:
-            arr = self.array(name)
-            pad = [(0, 0)] * arr.ndim
-            pad[axis] = (0, size - arr.shape[axis])
-            new = self.from_array(np.pad(arr, pad, constant_values=np.array(fill).astype(arr.dtype)), new_name)
-            self.graph.initializer.append(new)
-            self.inits[new_name] = new
-        return new_name
-
-    def unique(self, stem: str) -> str:
-        """A node / tensor name not used in the graph yet."""
-        while True:
-            self._count += 1
-            name = f"{stem}_chpad{self._count}"
-            if name not in self.taken:
-                self.taken.add(name)
-                return name
-
-    @staticmethod
-    def attr(node, name: str, default=None):
-        from onnx import helper
-
-        for a in node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
-
-    @staticmethod
-    def set_int_attr(node, name: str, value: int) -> None:
-        for a in node.attribute:
-            if a.name == name:
-                a.i = value
-                return
-        from onnx import helper
-
-        node.attribute.append(helper.make_attribute(name, value))
-
-
 @dataclass
 class _QdqConv:
     """A Conv whose weight is DequantizeLinear(int8 initializer, per-output-channel scale / zero point) and
@@ -133,7 +58,7 @@ class _QdqConv:
     out_channels: int
     in_channels: int  # per group
 
-    def repad_weight(self, g: _Graph, axis: int, size: int) -> None:
+    def repad_weight(self, g: GraphEditor, axis: int, size: int) -> None:
         """Point the conv at a new DQ of its weight padded with zeros along `axis` (0: filters, 1: inputs)."""
         weight = g.padded(self.weight, axis, size, 0)
         scale, zp = self.scale, self.zero_point
@@ -149,7 +74,7 @@ class _QdqConv:
             self.node.input[2] = g.padded(self.bias, 0, size, 0.0)
 
 
-def _qdq_conv(g: _Graph, node) -> Optional[_QdqConv]:
+def _qdq_conv(g: GraphEditor, node) -> Optional[_QdqConv]:
     if node is None or node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return None
     dq = g.producer.get(node.input[1])
@@ -169,7 +94,7 @@ def _qdq_conv(g: _Graph, node) -> Optional[_QdqConv]:
                     int(w.shape[0]), int(w.shape[1]))
 
 
-def _activation_then_q(g: _Graph, tensor: str):
+def _activation_then_q(g: GraphEditor, tensor: str):
     """tensor -> [Relu / Clip] -> QuantizeLinear, each the only consumer: (nodes, the Q) or None."""
     nodes = []
     node = g.single_consumer(tensor)
@@ -183,13 +108,13 @@ def _activation_then_q(g: _Graph, tensor: str):
     return nodes, node
 
 
-def _clip_keeps_zero(g: _Graph, node) -> bool:
+def _clip_keeps_zero(g: GraphEditor, node) -> bool:
     lo = g.array(node.input[1]) if len(node.input) > 1 and node.input[1] else None
     hi = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     return (lo is None or float(lo) <= 0.0) and (hi is None or float(hi) >= 0.0)
 
 
-def _dequantized_consumers(g: _Graph, q) -> Optional[List]:
+def _dequantized_consumers(g: GraphEditor, q) -> Optional[List]:
     """The nodes reading Q's output through per-tensor DequantizeLinear nodes, or None if anything else
     reads it (or a dequantized tensor is a graph output)."""
     dqs = g.only_consumers(q.output[0])
@@ -204,7 +129,7 @@ def _dequantized_consumers(g: _Graph, q) -> Optional[List]:
     return users
 
 
-def _pad_depthwise(g: _Graph, dw: _QdqConv, multiple: int) -> bool:
+def _pad_depthwise(g: GraphEditor, dw: _QdqConv, multiple: int) -> bool:
     c = dw.out_channels
     target = -(-c // multiple) * multiple
     if target == c or dw.group != c or dw.in_channels != 1:
@@ -219,7 +144,9 @@ def _pad_depthwise(g: _Graph, dw: _QdqConv, multiple: int) -> bool:
     act_in = g.producer.get(q_in.input[0])
     source = act_in
     if act_in is not None and act_in.op_type in PASS_THROUGH_ACTIVATIONS:
-        if g.only_consumers(act_in.output[0]) != [q_in] or (act_in.op_type == "Clip" and not _clip_keeps_zero(g, act_in)):
+        if g.only_consumers(act_in.output[0]) != [q_in]:
+            return False
+        if act_in.op_type == "Clip" and not _clip_keeps_zero(g, act_in):
             return False
         source = g.producer.get(act_in.input[0])
     producer = _qdq_conv(g, source)
@@ -247,7 +174,7 @@ def _pad_depthwise(g: _Graph, dw: _QdqConv, multiple: int) -> bool:
     return True
 
 
-def _pad_dense_input(g: _Graph, conv: _QdqConv, multiple: int) -> bool:
+def _pad_dense_input(g: GraphEditor, conv: _QdqConv, multiple: int) -> bool:
     c = conv.in_channels
     target = -(-c // multiple) * multiple
     if target == c or conv.group != 1:
@@ -272,55 +199,11 @@ def _pad_dense_input(g: _Graph, conv: _QdqConv, multiple: int) -> bool:
     return True
 
 
-def _used_names(graph, names: set) -> set:
-    """Every tensor name read by a node of `graph` or of its sub-graphs (If / Loop bodies)."""
-    for node in graph.node:
-        names.update(i for i in node.input if i)
-        for a in node.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                _used_names(sub, names)
-    return names
-
-
-def _commit(g: _Graph) -> None:
-    """Place the new nodes before their convs, then drop the DQ nodes and initializers nothing reads now."""
-    from onnx import NodeProto
-
-    ordered = []
-    for node in g.graph.node:
-        for new in g.pending.get(node.name, []) + [node]:
-            copy = NodeProto()
-            copy.CopyFrom(new)
-            ordered.append(copy)
-    g.pending.clear()
-    while True:
-        used = _used_names_of(ordered, g.graph)
-        kept = [n for n in ordered if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]
-        if len(kept) == len(ordered):
-            break
-        ordered = kept
-    del g.graph.node[:]
-    g.graph.node.extend(ordered)
-    used = _used_names(g.graph, {o.name for o in g.graph.output})
-    live = [t for t in g.graph.initializer if t.name in used]
-    del g.graph.initializer[:]
-    g.graph.initializer.extend(live)
-
-
-def _used_names_of(nodes, graph) -> set:
-    from onnx import GraphProto
-
-    tmp = GraphProto()
-    tmp.node.extend(nodes)
-    return _used_names(tmp, {o.name for o in graph.output})
-
-
 def pad_int8_conv_channels(model, depthwise_multiple: int = DEPTHWISE_MULTIPLE,
                            input_multiple: int = INPUT_CHANNEL_MULTIPLE) -> PaddingReport:
     """Rewrite `model` (onnx ModelProto with QDQ convs) in place; returns what was padded."""
     report = PaddingReport()
-    names = [n.name for n in model.graph.node]
-    if not all(names) or len(set(names)) != len(names):
+    if not nodes_uniquely_named(model.graph):
         logger.warning("int8 channel padding skipped: the graph's nodes are not uniquely named")
         return report
     # one rewrite at a time, each on fresh look-ups (a rewrite changes the tensors its neighbours check)
@@ -328,13 +211,14 @@ def pad_int8_conv_channels(model, depthwise_multiple: int = DEPTHWISE_MULTIPLE,
                                  (_pad_dense_input, input_multiple, "dense_inputs")):
         done = set()
         while True:
-            g = _Graph(model.graph)
-            candidates = [c for c in (_qdq_conv(g, n) for n in g.graph.node) if c is not None and c.node.name not in done]
+            g = GraphEditor(model.graph)
+            candidates = [c for c in (_qdq_conv(g, n) for n in g.graph.node)
+                          if c is not None and c.node.name not in done]
             for conv in candidates:
                 done.add(conv.node.name)
                 if pad(g, conv, multiple):
                     setattr(report, field, getattr(report, field) + 1)
-                    _commit(g)
+                    g.commit()
                     break
             else:
                 break
