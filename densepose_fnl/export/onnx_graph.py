@@ -33,8 +33,13 @@ class GraphEditor:
             i.name for i in graph.input}
         self.pending: Dict[str, List] = {}  # node name -> new nodes to place right before it
 
+        self.removed = set()  # names of nodes to drop at commit
+
     def insert_before(self, node, new_node) -> None:
         self.pending.setdefault(node.name, []).append(new_node)
+
+    def remove(self, node) -> None:
+        self.removed.add(node.name)
 
     def array(self, name: str) -> Optional[np.ndarray]:
         return self.to_array(self.inits[name]) if name in self.inits else None
@@ -114,11 +119,12 @@ def commit(g: GraphEditor) -> None:
 
     ordered = []
     for node in g.graph.node:
-        for new in g.pending.get(node.name, []) + [node]:
+        for new in g.pending.get(node.name, []) + ([] if node.name in g.removed else [node]):
             copy = NodeProto()
             copy.CopyFrom(new)
             ordered.append(copy)
     g.pending.clear()
+    g.removed.clear()
     while True:
         used = _names_read_by(ordered, g.graph)
         kept = [n for n in ordered if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]

@@ -44,9 +44,10 @@ PART_NAMES = ("backbone", "rpn_head", "box_head", "box_predictor", "densepose_he
 
 
 def _quantizer(is_qat: bool):
-    """XNNPACK-style quantizer: symmetric per-channel int8 weights, asymmetric uint8 activations (torchao keeps it under torchao.testing; it is the reference
-    one), extended to plain transposed convs (the chart predictor's deconvs, which it only handles when a
-    ReLU follows): weights per output channel (axis 1 of a transposed-conv weight), int8 activations."""
+    """XNNPACK-style quantizer: symmetric per-channel int8 weights, asymmetric uint8 activations (torchao keeps
+    it under torchao.testing; it is the reference one), extended to plain transposed convs (the chart
+    predictor's deconvs, which it only handles when a ReLU follows): weights per output channel (axis 1 of a
+    transposed-conv weight), uint8 activations."""
     import dataclasses
 
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
@@ -61,6 +62,18 @@ def _quantizer(is_qat: bool):
     config = dataclasses.replace(config, input_activation=dataclasses.replace(config.input_activation, **u8),
                                  output_activation=dataclasses.replace(config.output_activation, **u8))
 
+    from torchao.quantization.pt2e import FakeQuantize
+
+    weight_spec = U.get_weight_qspec(config)
+    # a transposed conv's weight is (C_in, C_out, k, k): per output channel is axis 1. For QAT the axis must be
+    # bound in the constructor of a fake-quantize class that supports it: torchao drops `ch_axis` for
+    # fake-quantize classes and the default fused one only does axis 0, so QAT would observe per INPUT
+    # channel, which no int8 conv kernel computes (and the int8 deconv lowering of the export could not keep)
+    ctr = weight_spec.observer_or_fake_quant_ctr.p  # functools.partial(class, **kwargs)
+    cls = FakeQuantize if is_qat else ctr.func
+    transposed_weight_spec = dataclasses.replace(
+        weight_spec, ch_axis=1, observer_or_fake_quant_ctr=cls.with_args(**{**ctr.keywords, "ch_axis": 1}))
+
     class _DensePoseQuantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             model = super().annotate(model)
@@ -68,10 +81,12 @@ def _quantizer(is_qat: bool):
                 if n.op != "call_function" or n.target is not torch.ops.aten.conv_transpose2d.input:
                     continue
                 partition = [n, n.args[1]] + ([n.args[2]] if len(n.args) > 2 and n.args[2] is not None else [])
-                if U._is_annotated(partition):
+                if U._is_annotated(partition):  # annotated by a base pattern: only its weight axis is fixed
+                    ann = n.meta.get("quantization_annotation")
+                    if ann is not None and n.args[1] in ann.input_qspec_map:
+                        ann.input_qspec_map[n.args[1]] = transposed_weight_spec
                     continue
-                qmap = {n.args[0]: U.get_input_act_qspec(config),
-                        n.args[1]: dataclasses.replace(U.get_weight_qspec(config), ch_axis=1)}
+                qmap = {n.args[0]: U.get_input_act_qspec(config), n.args[1]: transposed_weight_spec}
                 if len(partition) > 2:
                     qmap[n.args[2]] = U.get_bias_qspec(config)
                 n.meta["quantization_annotation"] = QuantizationAnnotation(
