@@ -15,6 +15,7 @@ pytest.importorskip("torchao")
 
 from densepose_fnl.config import load_config  # noqa: E402
 from densepose_fnl.export import OrtPredictor, export_onnx  # noqa: E402
+from densepose_fnl.export.channels_last_flatten import flatten_channels_last  # noqa: E402
 from densepose_fnl.export.int8_channel_padding import pad_int8_conv_channels  # noqa: E402
 from densepose_fnl.export.int8_deconv_lowering import lower_int8_conv_transpose  # noqa: E402
 from densepose_fnl.modeling import build_model  # noqa: E402
@@ -126,11 +127,13 @@ def test_qat_convert_and_int8_onnx(qat, tmp_path):
 
     plain = str(tmp_path / "model_int8_plain.onnx")
     export_onnx(int8, plain, sample_image=torch.randint(0, 256, (1, 3, 96, 128), dtype=torch.uint8),
-                int8_rewrites=False)
-    # what export_onnx does by default for ONNX Runtime's int8 kernels: zero-channel padding (SPNASNet's
-    # 3-channel stem, its 72- and 120-channel depthwise convs: outputs must not change at all), then the
-    # chart predictor's 4 transposed convs as int8 convs + DepthToSpace (same integer sums)
+                ort_rewrites=False)
+    # what export_onnx does by default for ONNX Runtime: the box predictor's input flattened channels-last
+    # and zero-channel padding (SPNASNet's 3-channel stem, its 72- and 120-channel depthwise convs): outputs
+    # must not change at all; then the chart predictor's 4 transposed convs as int8 convs + DepthToSpace
+    # (same integer sums)
     proto = onnx.load(plain)
+    assert flatten_channels_last(proto) == 1
     report = pad_int8_conv_channels(proto)
     assert report.depthwise == 5 and report.dense_inputs == 1, report
     padded = str(tmp_path / "model_int8_padded.onnx")

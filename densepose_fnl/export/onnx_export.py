@@ -5,8 +5,9 @@ level is specialised to size 1) -> `torch.onnx.export(dynamo=True)` at opset 18 
 RoiAlign's half-pixel mode; opset 11 silently exports the non-aligned op; capped NMS translated to
 NonMaxSuppression with max_output_boxes_per_class) -> clean-up (drop per-node stack-trace metadata,
 deduplicate identical initializers, e.g. the int8 copies of the RPN conv shared by
-all levels; int8 graphs: rewrites for ONNX Runtime's int8 kernels, `int8_channel_padding` and
-`int8_deconv_lowering`) -> `onnx.checker` -> single file (no external data).
+all levels) -> rewrites for ONNX Runtime's layouts and int8 kernels, each with the same outputs
+(`channels_last_flatten`; int8 graphs: `int8_channel_padding`, `int8_deconv_lowering`) -> `onnx.checker` ->
+single file (no external data).
 """
 import hashlib
 import logging
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .channels_last_flatten import flatten_channels_last
 from .int8_channel_padding import pad_int8_conv_channels
 from .int8_deconv_lowering import lower_int8_conv_transpose
 from .tensor_model import OUTPUT_NAMES, DensePoseTensorModel
@@ -92,13 +94,14 @@ def custom_translations() -> dict:
 
 
 def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch.Tensor] = None,
-                opset: int = DEFAULT_OPSET, metadata: Optional[dict] = None, int8_rewrites: bool = True) -> str:
+                opset: int = DEFAULT_OPSET, metadata: Optional[dict] = None, ort_rewrites: bool = True) -> str:
     """Write `model` (eval GeneralizedRCNN, float or with `quantization` sub-modules) to `output_path`.
 
     The graph: input `image` (1, 3, H, W) uint8 (float works too, same values) in INPUT.FORMAT, H, W >= 65;
     outputs `OUTPUT_NAMES` (see `tensor_model`). `sample_image` (1, 3, H, W) only drives tracing.
-    `int8_rewrites`: in an int8 graph, pad conv channels for ONNX Runtime's fast int8 kernels (same outputs)
-    and turn the QDQ transposed convs into int8 convs + DepthToSpace (same sums; no-ops on a float graph)."""
+    `ort_rewrites`: flatten the box head's output channels-last (one layout transpose fewer); in an int8
+    graph also pad conv channels for ONNX Runtime's fast int8 kernels and turn the QDQ transposed convs into
+    int8 convs + DepthToSpace (ORT has no integer ConvTranspose). Same outputs (the last: same int8 sums)."""
     import onnx
 
     model = model.eval()
@@ -124,11 +127,12 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
     dropped = _dedupe_initializers(proto)
     if dropped:
         logger.info("export: %d duplicate initializers removed", dropped)
-    if int8_rewrites:
+    if ort_rewrites:
+        flattened = flatten_channels_last(proto)
         report = pad_int8_conv_channels(proto)
         lowered = lower_int8_conv_transpose(proto)
-        if report.depthwise or report.dense_inputs or lowered:
-            logger.info("export: int8 rewrites: %s; %d transposed convs as convs", report, lowered)
+        logger.info("export: ONNX Runtime rewrites: %d channels-last flattens; int8: %s; %d transposed convs as convs",
+                    flattened, report, lowered)
     for k, v in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = str(k), str(v)
