@@ -18,6 +18,7 @@ from densepose_fnl.export import OrtPredictor, export_onnx  # noqa: E402
 from densepose_fnl.export.channels_last_flatten import flatten_channels_last  # noqa: E402
 from densepose_fnl.export.int8_channel_padding import pad_int8_conv_channels  # noqa: E402
 from densepose_fnl.export.int8_deconv_lowering import lower_int8_conv_transpose  # noqa: E402
+from densepose_fnl.export.int8_early_quantize import quantize_before_data_movement  # noqa: E402
 from densepose_fnl.modeling import build_model  # noqa: E402
 from densepose_fnl.quantization import QuantizedModule, build_qat_model, convert_qat_model, quantized_parts  # noqa: E402
 
@@ -130,14 +131,16 @@ def test_qat_convert_and_int8_onnx(qat, tmp_path):
                 ort_rewrites=False)
     # what export_onnx does by default for ONNX Runtime: the box predictor's input flattened channels-last
     # and zero-channel padding (SPNASNet's 3-channel stem, its 72- and 120-channel depthwise convs): outputs
-    # must not change at all; then the chart predictor's 4 transposed convs as int8 convs + DepthToSpace
+    # must not change at all, nor does quantizing pooled RoI features before their concatenation / re-ordering;
+    # then the chart predictor's 4 transposed convs as int8 convs + DepthToSpace
     # (same integer sums)
     proto = onnx.load(plain)
     assert flatten_channels_last(proto) == 1
     report = pad_int8_conv_channels(proto)
     assert report.depthwise == 5 and report.dense_inputs == 1, report
-    padded = str(tmp_path / "model_int8_padded.onnx")
-    onnx.save_model(proto, padded)
+    assert quantize_before_data_movement(proto) >= 2  # box pooler: above its GatherND and its Concat
+    exact = str(tmp_path / "model_int8_exact_rewrites.onnx")
+    onnx.save_model(proto, exact)
     assert lower_int8_conv_transpose(proto) == 4
     path = str(tmp_path / "model_int8.onnx")
     onnx.save_model(proto, path)
@@ -151,7 +154,7 @@ def test_qat_convert_and_int8_onnx(qat, tmp_path):
             w = inits[producer[n.input[1]].input[0]]
             group = next((a.i for a in n.attribute if a.name == "group"), 1)
             assert (group == 1 and w[1] % 4 == 0) or (group == w[0] and w[0] % 16 == 0), (n.name, group, w)
-    sessions = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (plain, padded, path)]
+    sessions = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (plain, exact, path)]
     for h, w in [(96, 128), (130, 100)]:
         x = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8).numpy()
         a, b, c = (s.run(None, {"image": x}) for s in sessions)

@@ -6,7 +6,8 @@ RoiAlign's half-pixel mode; opset 11 silently exports the non-aligned op; capped
 NonMaxSuppression with max_output_boxes_per_class) -> clean-up (drop per-node stack-trace metadata,
 deduplicate identical initializers, e.g. the int8 copies of the RPN conv shared by
 all levels) -> rewrites for ONNX Runtime's layouts and int8 kernels, each with the same outputs
-(`channels_last_flatten`; int8 graphs: `int8_channel_padding`, `int8_deconv_lowering`) -> `onnx.checker` ->
+(`channels_last_flatten`; int8 graphs: `int8_channel_padding`, `int8_deconv_lowering`,
+`int8_early_quantize`) -> `onnx.checker` ->
 single file (no external data).
 """
 import hashlib
@@ -21,6 +22,7 @@ from torch import nn
 from .channels_last_flatten import flatten_channels_last
 from .int8_channel_padding import pad_int8_conv_channels
 from .int8_deconv_lowering import lower_int8_conv_transpose
+from .int8_early_quantize import quantize_before_data_movement
 from .tensor_model import OUTPUT_NAMES, DensePoseTensorModel
 
 logger = logging.getLogger(__name__)
@@ -100,8 +102,9 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
     The graph: input `image` (1, 3, H, W) uint8 (float works too, same values) in INPUT.FORMAT, H, W >= 65;
     outputs `OUTPUT_NAMES` (see `tensor_model`). `sample_image` (1, 3, H, W) only drives tracing.
     `ort_rewrites`: flatten the box head's output channels-last (one layout transpose fewer); in an int8
-    graph also pad conv channels for ONNX Runtime's fast int8 kernels and turn the QDQ transposed convs into
-    int8 convs + DepthToSpace (ORT has no integer ConvTranspose). Same outputs (the last: same int8 sums)."""
+    graph also pad conv channels for ONNX Runtime's fast int8 kernels, quantize pooled RoI features before
+    they are concatenated / re-ordered, and turn the QDQ transposed convs into int8 convs + DepthToSpace (ORT
+    has no integer ConvTranspose). Same outputs (the last: same int8 sums)."""
     import onnx
 
     model = model.eval()
@@ -130,9 +133,10 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
     if ort_rewrites:
         flattened = flatten_channels_last(proto)
         report = pad_int8_conv_channels(proto)
+        hoisted = quantize_before_data_movement(proto)
         lowered = lower_int8_conv_transpose(proto)
-        logger.info("export: ONNX Runtime rewrites: %d channels-last flattens; int8: %s; %d transposed convs as convs",
-                    flattened, report, lowered)
+        logger.info("export: ONNX Runtime rewrites: %d channels-last flattens; int8: %s, %d quantizations moved "
+                    "before data movement, %d transposed convs as convs", flattened, report, hoisted, lowered)
     for k, v in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = str(k), str(v)
