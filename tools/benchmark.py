@@ -14,11 +14,14 @@ use --threads intra-op threads. After --warmup runs each, --rounds rounds run ev
 size) once per round in a fixed interleaved order, each after an idle --gap-ms (so no runtime's
 spin-waiting threads compete with the next runtime's), so slow phases of a shared machine hit all of them
 alike; median and p90 over rounds. After warm-up the process memory is locked (mlockall; glibc keeps
-freed heap for reuse) so that page reclaim cannot page the runtimes out mid-run. Without MODEL.WEIGHTS models are random-init with BN statistics calibrated
-on the image (a raw random init yields no detections); int8 = --int8-weights (a `train_net.py --qat`
-checkpoint) or else post-training quantization calibrated on the image.
+freed heap for reuse) so that page reclaim cannot page the runtimes out mid-run. Without MODEL.WEIGHTS
+models are random-init with BN statistics calibrated on the image (a raw random init yields no
+detections); int8 = --int8-weights (a `train_net.py --qat` checkpoint) or else post-training quantization
+calibrated on the image.
 Columns: params (nn.Parameter count), size (fp32 state dict for torch, ONNX file for ort*), GMACs
-(torch FlopCounterMode / 2 = fvcore's convention, multiply-accumulates of the PyTorch model at that size with K persons; NMS / RoIAlign not counted).
+(torch FlopCounterMode / 2 = fvcore's convention, multiply-accumulates of the PyTorch model at that size
+with K persons; NMS / RoIAlign not counted). Runtimes ort-plain / ort-int8-plain: the same models exported
+without the ONNX Runtime graph rewrites (`export_onnx(ort_rewrites=False)`), to measure what they bring.
 """
 import argparse
 import ctypes
@@ -40,7 +43,9 @@ DEMO_IMAGE = "/work/shared/data/densepose_demo/demo_im.jpg"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", required=True)
-    p.add_argument("--runtimes", default="torch,ort,ort-int8")
+    p.add_argument("--runtimes", default="torch,ort,ort-int8",
+                   help="torch, ort, ort-int8; ort-plain / ort-int8-plain: exported without the ONNX Runtime "
+                        "graph rewrites (export_onnx(ort_rewrites=False)), to measure what they bring")
     p.add_argument("--sizes", nargs="+", type=int, default=[512, 800])
     p.add_argument("--people", type=int, default=1)
     p.add_argument("--rounds", type=int, default=15)
@@ -139,7 +144,6 @@ def prepare_config(config_file, args, image_bgr, log):
     from densepose_fnl.config import load_config
     from densepose_fnl.engine.predictor import DefaultPredictor
     from densepose_fnl.export import export_onnx, make_session
-    from densepose_fnl.modeling import build_model
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from export_model import build_export_model
@@ -174,23 +178,26 @@ def prepare_config(config_file, args, image_bgr, log):
     if "torch" in runtimes:
         entries["torch"] = Entry(name, "torch", torch_run, params, buf.getbuffer().nbytes)
     sample = inputs[args.sizes[0]][None]
-    for rt, int8 in (("ort", False), ("ort-int8", True)):
+    qmodel = None
+    for rt in ("ort", "ort-int8", "ort-plain", "ort-int8-plain"):
         if rt not in runtimes:
             continue
-        path = os.path.join(cache, "model_int8.onnx" if int8 else "model.onnx")
+        int8, plain = "int8" in rt, rt.endswith("-plain")
+        path = os.path.join(cache, ("model_int8" if int8 else "model") + ("_plain" if plain else "") + ".onnx")
         if not os.path.isfile(path):
             t0 = time.time()
-            if int8:
+            if int8 and qmodel is None:
                 qcfg = cfg.clone()
                 if args.int8_weights:
                     qcfg.MODEL.WEIGHTS = args.int8_weights
-                qmodel, kind = build_export_model(qcfg, True, calib, log=log) if args.int8_weights else (
-                    __import__("densepose_fnl.quantization", fromlist=["build_ptq_model"]).build_ptq_model(
-                        cfg, model, calib), "int8 PTQ")
-            else:
-                qmodel, kind = model, "float32"
-            export_onnx(qmodel, path, sample_image=sample)
-            log.info("exported %s %s (%s) in %.0f s", name, rt, kind, time.time() - t0)
+                if args.int8_weights:
+                    qmodel, _ = build_export_model(qcfg, True, calib, log=log)
+                else:
+                    from densepose_fnl.quantization import build_ptq_model
+
+                    qmodel = build_ptq_model(cfg, model, calib)
+            export_onnx(qmodel if int8 else model, path, sample_image=sample, ort_rewrites=not plain)
+            log.info("exported %s %s in %.0f s", name, rt, time.time() - t0)
         sess = make_session(path, args.threads)
         in_name = sess.get_inputs()[0].name
 
