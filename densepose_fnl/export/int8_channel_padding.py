@@ -77,13 +77,11 @@ class _QdqConv:
 def _qdq_conv(g: GraphEditor, node) -> Optional[_QdqConv]:
     if node is None or node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return None
-    dq = g.producer.get(node.input[1])
-    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+    weight = g.int8_weight(node.input[1])
+    if weight is None:
         return None
-    w, scale, zp = (g.array(n) for n in dq.input[:3])
-    if w is None or scale is None or zp is None or w.dtype != np.int8 or w.ndim != 4 or np.any(zp != 0):
-        return None
-    if scale.ndim == 1 and g.attr(dq, "axis", 1) != 0:
+    dq, w, scale, _ = weight
+    if w.ndim != 4 or (scale.ndim == 1 and g.attr(dq, "axis", 1) != 0):
         return None
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and (bias not in g.inits or g.array(bias).dtype != np.float32):
@@ -179,15 +177,12 @@ def _pad_dense_input(g: GraphEditor, conv: _QdqConv, multiple: int) -> bool:
     target = -(-c // multiple) * multiple
     if target == c or conv.group != 1:
         return False
-    dq = g.producer.get(conv.node.input[0])
-    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or g.array(dq.input[2]) is None:
-        return False
-    if g.array(dq.input[1]) is None or g.array(dq.input[1]).ndim != 0:
+    dq = g.per_tensor_dq(conv.node.input[0])
+    if dq is None:
         return False
     from onnx import helper
 
-    pads = g.unique("channel_pads")
-    g.graph.initializer.append(g.from_array(np.array([0, 0, 0, 0, 0, target - c, 0, 0], np.int64), pads))
+    pads = g.add_initializer(np.array([0, 0, 0, 0, 0, target - c, 0, 0], np.int64), "channel_pads")
     padded_q, padded = g.unique(dq.input[0]), g.unique(dq.output[0])
     # pad the quantized tensor with its zero point: the new channels dequantize to exactly 0
     g.insert_before(conv.node, helper.make_node("Pad", [dq.input[0], pads, dq.input[2]], [padded_q],

@@ -53,25 +53,15 @@ def _is_stride2_k4_deconv(g: GraphEditor, node) -> bool:
             and a["auto_pad"] in (None, b"NOTSET", "NOTSET") and a["output_shape"] is None)
 
 
-def _per_tensor_dq(g: GraphEditor, tensor: str):
-    dq = g.producer.get(tensor)
-    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
-        return None
-    scale = g.array(dq.input[1])
-    return dq if scale is not None and scale.ndim == 0 and g.array(dq.input[2]) is not None else None
-
-
 def _lower(g: GraphEditor, node) -> bool:
     from onnx import helper
 
-    if not _is_stride2_k4_deconv(g, node) or _per_tensor_dq(g, node.input[0]) is None:
+    if not _is_stride2_k4_deconv(g, node) or g.per_tensor_dq(node.input[0]) is None:
         return False
-    wdq = g.producer.get(node.input[1])
-    if wdq is None or wdq.op_type != "DequantizeLinear" or len(wdq.input) < 3:
+    weight = g.int8_weight(node.input[1])
+    if weight is None or weight[1].ndim != 4:
         return False
-    w, scale, zp = (g.array(n) for n in wdq.input[:3])
-    if w is None or scale is None or zp is None or w.dtype != np.int8 or w.ndim != 4 or np.any(zp != 0):
-        return False
+    wdq, w, scale, zp = weight
     cout = w.shape[1]
     if scale.ndim == 1 and (g.attr(wdq, "axis", 1) != 1 or scale.shape[0] != cout):
         return False

@@ -91,6 +91,25 @@ class GraphEditor:
 
         node.attribute.append(helper.make_attribute(name, value))
 
+    def int8_weight(self, tensor: str):
+        """(DequantizeLinear node, int8 weight, scale, zero point) if `tensor` is a symmetric int8 weight:
+        DequantizeLinear of an int8 initializer with constant scale and all-zero zero points."""
+        dq = self.producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+            return None
+        w, scale, zp = (self.array(n) for n in dq.input[:3])
+        if w is None or scale is None or zp is None or w.dtype != np.int8 or np.any(zp != 0):
+            return None
+        return dq, w, scale, zp
+
+    def per_tensor_dq(self, tensor: str):
+        """The DequantizeLinear producing `tensor` with a constant scalar scale and zero point, if any."""
+        dq = self.producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+            return None
+        scale = self.array(dq.input[1])
+        return dq if scale is not None and scale.ndim == 0 and self.array(dq.input[2]) is not None else None
+
     def add_initializer(self, array: np.ndarray, stem: str) -> str:
         name = self.unique(stem)
         init = self.from_array(np.asarray(array), name)
