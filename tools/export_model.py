@@ -2,7 +2,8 @@
 """Export a DensePose model to ONNX (float32 or int8), one self-contained file with dynamic H / W.
 
     tools/export_model.py --config-file C --format onnx --output DIR [--int8] [--sample-image IMG]
-                          [--calib-images GLOB_OR_DIR] [--calib-count N] [--no-verify] [KEY VALUE ...]
+                          [--calib-images GLOB_OR_DIR] [--calib-count N] [--no-verify] [--no-ort-rewrites]
+                          [KEY VALUE ...]
 
 MODEL.WEIGHTS: a float checkpoint, or (with --int8) a QAT checkpoint written by `train_net.py --qat`
 (detected by its keys): QAT weights are converted as trained; float weights are quantized post-training
@@ -14,7 +15,8 @@ Writes DIR/model.onnx (float32) or DIR/model_int8.onnx, and DIR/config.yaml (use
 `densepose_fnl.export.OrtPredictor` / `apply_net.py --runtime onnxruntime`). Graph: input `image`
 (1, 3, H, W) uint8 in INPUT.FORMAT, already resized (shortest edge), H, W >= 65; outputs boxes, scores,
 classes, coarse_segm, fine_segm, u, v in input pixels. Unless --no-verify, ONNX Runtime is run on the
-sample image and compared with PyTorch (float: same detections; int8: reported only).
+sample image and compared with PyTorch (float: same detections; int8: reported only). The graph is
+rewritten for ONNX Runtime's kernels (same outputs; docs/DEPLOYMENT.md) unless --no-ort-rewrites.
 Exit codes: 0 success, 2 bad command line / config / files.
 """
 import argparse
@@ -40,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--calib-count", type=int, default=16)
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--no-ort-rewrites", action="store_true",
+                   help="skip the graph rewrites for ONNX Runtime's kernels (same outputs; for comparisons)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
 
@@ -149,7 +153,8 @@ def main(argv=None) -> int:
     path = os.path.join(args.output, "model_int8.onnx" if args.int8 else "model.onnx")
     t0 = time.time()
     export_onnx(model, path, sample_image=sample["image"][None], opset=args.opset,
-                metadata={"densepose_fnl.kind": kind, "densepose_fnl.input_format": cfg.INPUT.FORMAT})
+                metadata={"densepose_fnl.kind": kind, "densepose_fnl.input_format": cfg.INPUT.FORMAT},
+                ort_rewrites=not args.no_ort_rewrites)
     with open(os.path.join(args.output, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     print(f"wrote {path} ({kind}, {os.path.getsize(path) / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
