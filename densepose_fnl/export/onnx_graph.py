@@ -1,7 +1,7 @@
 """Editing an ONNX graph in place: producer / consumer look-ups, new initializers and nodes, clean-up.
 
-Used by the int8 graph rewrites of the export (`int8_channel_padding`, `int8_deconv_lowering`): a rewrite
-checks a pattern with the look-ups, queues its new nodes with `insert_before`, then `commit` places them
+Used by the export's graph rewrites for ONNX Runtime (`channels_last_flatten`, `int8_channel_padding`,
+`int8_early_quantize`, `int8_deconv_lowering`): a rewrite checks a pattern with the look-ups, queues its new nodes with `insert_before`, then `commit` places them
 (the graph stays topologically sorted) and drops the DequantizeLinear nodes and initializers nothing
 reads any more. Node names must be unique (the dynamo exporter's are).
 """
@@ -32,7 +32,6 @@ class GraphEditor:
         self.taken = set(self.inits) | set(self.producer) | {n.name for n in graph.node} | {
             i.name for i in graph.input}
         self.pending: Dict[str, List] = {}  # node name -> new nodes to place right before it
-
         self.removed = set()  # names of nodes to drop at commit
 
     def insert_before(self, node, new_node) -> None:
@@ -45,6 +44,7 @@ class GraphEditor:
         return self.to_array(self.inits[name]) if name in self.inits else None
 
     def only_consumers(self, tensor: str) -> List:
+        """The nodes reading `tensor`; none if it is a graph output (its readers are then not all known)."""
         return [] if tensor in self.outputs else self.consumers.get(tensor, [])
 
     def single_consumer(self, tensor: str):
