@@ -11,14 +11,11 @@ the same with Transpose(perm 0, 2, 3, 1) before the Reshape and each Gemm weight
 replaced by W.reshape(O, C, HW).transpose(0, 2, 1).reshape(O, K), float or int8 (per-output-row scales
 are unchanged). Exact: the same products, summed in the same order per output.
 """
-import logging
 from typing import List, Optional
 
 import numpy as np
 
-from .onnx_graph import GraphEditor, nodes_uniquely_named
-
-logger = logging.getLogger(__name__)
+from .onnx_graph import GraphEditor, rewrite_each
 
 LAYOUT_FREE = ("Relu", "Clip", "QuantizeLinear", "DequantizeLinear")  # element-wise: no effect on the order
 
@@ -116,11 +113,4 @@ def _rewrite(g: GraphEditor, reshape) -> bool:
 
 def flatten_channels_last(model) -> int:
     """Rewrite `model` (onnx ModelProto) in place; returns how many flattens became channels-last."""
-    if not nodes_uniquely_named(model.graph):
-        logger.warning("channels-last flatten skipped: the graph's nodes are not uniquely named")
-        return 0
-    g = GraphEditor(model.graph)
-    done = sum(_rewrite(g, n) for n in list(model.graph.node) if n.op_type == "Reshape")
-    if done:
-        g.commit()
-    return done
+    return rewrite_each(model, "Reshape", _rewrite, "channels-last flatten")

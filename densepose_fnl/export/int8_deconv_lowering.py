@@ -16,14 +16,11 @@ fuses into QLinearConv.
 Only the int8 graph is rewritten: in float, the zero taps (4 of 9 useful per phase) would cost 2.25x the
 multiply-adds of the deconv. A transposed conv not of that exact form is left alone.
 """
-import logging
 from typing import Optional
 
 import numpy as np
 
-from .onnx_graph import GraphEditor, nodes_uniquely_named
-
-logger = logging.getLogger(__name__)
+from .onnx_graph import GraphEditor, rewrite_each
 
 
 def deconv_as_conv_weight(w: np.ndarray) -> np.ndarray:
@@ -97,12 +94,4 @@ def _lower(g: GraphEditor, node) -> bool:
 
 def lower_int8_conv_transpose(model) -> int:
     """Rewrite `model` (onnx ModelProto) in place; returns how many transposed convs became convs."""
-    if not nodes_uniquely_named(model.graph):
-        logger.warning("int8 deconvolution lowering skipped: the graph's nodes are not uniquely named")
-        return 0
-    g = GraphEditor(model.graph)
-    deconvs = [n for n in model.graph.node if n.op_type == "ConvTranspose" and n.domain in ("", "ai.onnx")]
-    lowered = sum(_lower(g, n) for n in deconvs)
-    if lowered:
-        g.commit()
-    return lowered
+    return rewrite_each(model, "ConvTranspose", _lower, "int8 deconvolution lowering")

@@ -1,10 +1,12 @@
 """Editing an ONNX graph in place: producer / consumer look-ups, new initializers and nodes, clean-up.
 
 Used by the export's graph rewrites for ONNX Runtime (`channels_last_flatten`, `int8_channel_padding`,
-`int8_early_quantize`, `int8_deconv_lowering`): a rewrite checks a pattern with the look-ups, queues its new nodes with `insert_before`, then `commit` places them
-(the graph stays topologically sorted) and drops the DequantizeLinear nodes and initializers nothing
-reads any more. Node names must be unique (the dynamo exporter's are).
+`int8_early_quantize`, `int8_deconv_lowering`): a rewrite checks a pattern with the look-ups, queues its
+new nodes with `insert_before`, then `commit` places them (the graph stays topologically sorted) and drops
+the DequantizeLinear nodes and initializers nothing reads any more. Node names must be unique (the dynamo
+exporter's are).
 """
+import logging
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -169,3 +171,17 @@ def _names_read_by(nodes, graph) -> set:
 def nodes_uniquely_named(graph) -> bool:
     names = [n.name for n in graph.node]
     return all(names) and len(set(names)) == len(names)
+
+
+def rewrite_each(model, op_type: str, rewrite, what: str) -> int:
+    """Run `rewrite(editor, node) -> bool` on every `op_type` node of the default domain with one editor,
+    commit, and count the rewritten nodes (for rewrites that do not depend on one another)."""
+    if not nodes_uniquely_named(model.graph):
+        logging.getLogger(__name__).warning("%s skipped: the graph's nodes are not uniquely named", what)
+        return 0
+    g = GraphEditor(model.graph)
+    nodes = [n for n in model.graph.node if n.op_type == op_type and n.domain in ("", "ai.onnx")]
+    done = sum(bool(rewrite(g, n)) for n in nodes)
+    if done:
+        g.commit()
+    return done
