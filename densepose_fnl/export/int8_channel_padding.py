@@ -139,17 +139,13 @@ def _pad_depthwise(g: GraphEditor, dw: _QdqConv, multiple: int) -> bool:
     q_in = g.producer.get(dq_in.input[0])
     if q_in is None or q_in.op_type != "QuantizeLinear" or g.only_consumers(q_in.output[0]) != [dq_in]:
         return False
-    act_in = g.producer.get(q_in.input[0])
-    source = act_in
-    if act_in is not None and act_in.op_type in PASS_THROUGH_ACTIVATIONS:
-        if g.only_consumers(act_in.output[0]) != [q_in]:
-            return False
-        if act_in.op_type == "Clip" and not _clip_keeps_zero(g, act_in):
-            return False
-        source = g.producer.get(act_in.input[0])
+    source = g.producer.get(q_in.input[0])
+    if source is not None and source.op_type in PASS_THROUGH_ACTIVATIONS:
+        source = g.producer.get(source.input[0])
     producer = _qdq_conv(g, source)
     if producer is None or producer.group != 1 or producer.out_channels != c:
         return False
+    # the producer's only path to the dw: [act (checked to keep 0)] -> q_in, each the only reader
     chain = _activation_then_q(g, producer.node.output[0])
     if chain is None or chain[1] is not q_in:
         return False
