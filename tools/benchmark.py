@@ -142,7 +142,7 @@ def prepare_config(config_file, args, image_bgr, log):
     import torch
 
     from densepose_fnl.config import load_config
-    from densepose_fnl.engine.predictor import DefaultPredictor
+    from densepose_fnl.data.preprocess import preprocess_bgr_image
     from densepose_fnl.export import export_onnx, make_session
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -152,12 +152,7 @@ def prepare_config(config_file, args, image_bgr, log):
                               "TEST.DETECTIONS_PER_IMAGE", str(args.people)]
     cfg = load_config(config_file, opts)
     name = os.path.splitext(os.path.basename(config_file))[0]
-    prep = DefaultPredictor.__new__(DefaultPredictor)
-    prep.input_format, prep.max_size = cfg.INPUT.FORMAT, 1333
-    inputs = {}
-    for s in args.sizes:
-        prep.min_size = s
-        inputs[s] = prep.preprocess(image_bgr)["image"]
+    inputs = {s: preprocess_bgr_image(image_bgr, cfg.INPUT.FORMAT, s, 1333)["image"] for s in args.sizes}
     calib = [[{"image": inputs[s]}] for s in args.sizes]
     model, _ = build_export_model(cfg, False, calib, log=log)
     model.eval()

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     import torch
 
     from densepose_fnl.config import ConfigError, load_config
-    from densepose_fnl.engine.predictor import DefaultPredictor
+    from densepose_fnl.data.preprocess import preprocess_for_test
     from densepose_fnl.export import OrtPredictor, export_onnx
 
     try:
@@ -129,9 +129,6 @@ def main(argv=None) -> int:
         return 2
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    # network inputs as DefaultPredictor makes them (resize to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST)
-    prep = DefaultPredictor.__new__(DefaultPredictor)
-    prep.input_format, prep.min_size, prep.max_size = cfg.INPUT.FORMAT, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
     sample_bgr = _read_bgr(args.sample_image) if args.sample_image else None
     images = [_read_bgr(f) for f in calib_files] or ([sample_bgr] if sample_bgr is not None else [])
     if not images:
@@ -139,10 +136,11 @@ def main(argv=None) -> int:
                        "export, not for accuracy)")
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
-    calib_inputs = [[prep.preprocess(im)] for im in images]
+    # network inputs as every predictor makes them (resize to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST)
+    calib_inputs = [[preprocess_for_test(im, cfg)] for im in images]
     if sample_bgr is None:
         sample_bgr = images[0]
-    sample = prep.preprocess(sample_bgr)
+    sample = preprocess_for_test(sample_bgr, cfg)
 
     try:
         model, kind = build_export_model(cfg, args.int8, calib_inputs)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import DensePoseCheckpointer
-from ..data.transforms import ResizeTransform, resize_output_shape
+from ..data.preprocess import preprocess_bgr_image
 from ..modeling import build_model
 
 
@@ -24,15 +24,7 @@ class DefaultPredictor:
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
 
     def preprocess(self, image_bgr: np.ndarray) -> Dict:
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"Expected an HxWx3 BGR image, got shape {image_bgr.shape}")
-        image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
-        h, w = image.shape[:2]
-        if self.min_size > 0:
-            newh, neww = resize_output_shape(h, w, self.min_size, self.max_size)
-            image = ResizeTransform(h, w, newh, neww).apply_image(np.ascontiguousarray(image))
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return {"image": tensor, "height": h, "width": w}
+        return preprocess_bgr_image(image_bgr, self.input_format, self.min_size, self.max_size)
 
     @torch.no_grad()
     def __call__(self, image_bgr: np.ndarray) -> Dict:

@@ -12,9 +12,10 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..engine.predictor import DefaultPredictor
+from ..data.preprocess import preprocess_bgr_image
 from ..postprocess import detector_postprocess
 from ..structures import DensePoseChartPredictorOutput, Instances
+from ..structures.boxes import clip_boxes
 from .onnx_export import MIN_SIDE
 from .tensor_model import OUTPUT_NAMES
 
@@ -47,8 +48,7 @@ class OrtPredictor:
         self.input_name = self.session.get_inputs()[0].name
 
     def preprocess(self, image_bgr: np.ndarray) -> Dict:
-        # exactly DefaultPredictor's conversion and resize
-        return DefaultPredictor.preprocess(self, image_bgr)
+        return preprocess_bgr_image(image_bgr, self.input_format, self.min_size, self.max_size)
 
     def run_tensor(self, image_chw: torch.Tensor) -> Instances:
         """(3, H, W) uint8 network input (already resized, INPUT.FORMAT) -> Instances in its pixels."""
@@ -59,8 +59,7 @@ class OrtPredictor:
         boxes, scores, classes, coarse, fine, u, v = (torch.from_numpy(np.asarray(o)) for o in
                                                        self.session.run(None, {self.input_name: x}))
         if h < MIN_SIDE or w < MIN_SIDE:
-            boxes = torch.stack([boxes[:, 0].clamp(max=w), boxes[:, 1].clamp(max=h),
-                                 boxes[:, 2].clamp(max=w), boxes[:, 3].clamp(max=h)], dim=1)
+            boxes = clip_boxes(boxes, h, w)
         return Instances((h, w), pred_boxes=boxes, scores=scores, pred_classes=classes.long(),
                          pred_densepose=DensePoseChartPredictorOutput(coarse, fine, u, v))
 
