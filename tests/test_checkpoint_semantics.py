@@ -14,7 +14,7 @@ from densepose_fnl.checkpoint import authors_b_config
 from densepose_fnl.modeling import build_model
 from densepose_fnl.modeling.box_regression import Box2BoxTransform
 from densepose_fnl.modeling.poolers import ROIPooler
-from densepose_fnl.modeling.proposal_generator import DefaultAnchorGenerator, find_top_rpn_proposals
+from densepose_fnl.modeling.proposal_generator import DefaultAnchorGenerator
 
 
 @pytest.fixture(scope="module")
@@ -282,42 +282,50 @@ def test_box_inference_background_last_threshold_clip_then_nms():
     boxes = torch.tensor([[-5.0, 0.0, 50.0, 50.0], [0.0, 0.0, 50.0, 51.0], [60.0, 60.0, 90.0, 90.0],
                           [0.0, 0.0, 10.0, 10.0]])
     scores = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.05, 0.95], [0.7, 0.3]])  # column 1 = background
-    r = fast_rcnn_inference_single_image(boxes, scores, (40, 80), 0.05, 0.5, 100)
+    pred_boxes, pred_scores, classes = fast_rcnn_inference_single_image(boxes, scores, 40, 80, 0.05, 0.5, 100)
     # 0.05 is not > 0.05: dropped; box 1 overlaps box 0 after clipping to 40 rows -> suppressed
-    torch.testing.assert_close(r.scores, torch.tensor([0.9, 0.7]))
-    torch.testing.assert_close(r.pred_boxes, torch.tensor([[0.0, 0.0, 50.0, 40.0], [0.0, 0.0, 10.0, 10.0]]))
+    torch.testing.assert_close(pred_scores, torch.tensor([0.9, 0.7]))
+    torch.testing.assert_close(pred_boxes, torch.tensor([[0.0, 0.0, 50.0, 40.0], [0.0, 0.0, 10.0, 10.0]]))
+    assert classes.tolist() == [0, 0]
 
 
 def test_rpn_nms_is_per_level_and_topk_per_level():
-    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    proposals = [box.expand(3, 4)[None].clone(), box.expand(2, 4)[None].clone()]
-    logits = [torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[5.0, 4.0]])]
-    out = find_top_rpn_proposals(proposals, logits, [(20, 20)], 0.7, 2, 1000, 0.0, False)[0]
+    from densepose_fnl.modeling.matcher import Matcher
+    from densepose_fnl.modeling.proposal_generator import RPN
+
+    class SameBoxAnchors:  # every anchor of every level is the same box
+        def anchors_at(self, level, feature, idx):
+            return torch.tensor([[0.0, 0.0, 10.0, 10.0]]).expand(len(idx), 4)
+
+    rpn = RPN(["p2", "p3"], torch.nn.Identity(), SameBoxAnchors(), Matcher([0.3, 0.7], [0, -1, 1]),
+              Box2BoxTransform((1.0, 1.0, 1.0, 1.0)), 256, 0.5, pre_nms_topk=(2, 2), post_nms_topk=(1000, 1000)).eval()
+    logits = [torch.tensor([3.0, 2.0, 1.0]), torch.tensor([5.0, 4.0])]
+    deltas = [torch.zeros(3, 4), torch.zeros(2, 4)]
+    boxes, scores = rpn.select_proposals([torch.zeros(1, 1, 1, 3), torch.zeros(1, 1, 1, 2)], logits, deltas, 20, 20)
     # identical boxes: one survivor per level, levels never suppress each other, best score first
-    torch.testing.assert_close(out.objectness_logits, torch.tensor([5.0, 3.0]))
+    torch.testing.assert_close(scores, torch.tensor([5.0, 3.0]))
+    torch.testing.assert_close(boxes, torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 2))
 
 
 # ---------------------------------------------------------------- input
 def test_input_rgb_resize_and_normalization(cfg, model):
     from densepose_fnl.data.transforms import resize_output_shape as shortest_edge_size
-    from densepose_fnl.engine.predictor import DefaultPredictor
+    from densepose_fnl.data.preprocess import preprocess_bgr_image
 
     # ResizeShortestEdge(800, 1333): scale = 800 / short side, capped by 1333 / long side, int(x + 0.5)
     assert shortest_edge_size(480, 640, 800, 1333) == (800, 1067)
     assert shortest_edge_size(300, 1000, 800, 1333) == (400, 1333)
     assert shortest_edge_size(801, 600, 800, 1333) == (1068, 800)
-    predictor = DefaultPredictor.__new__(DefaultPredictor)
-    predictor.input_format, predictor.min_size, predictor.max_size = "RGB", 800, 1333
     bgr = np.zeros((30, 40, 3), np.uint8)
     bgr[..., 0], bgr[..., 2] = 10, 200  # blue 10, red 200
-    inp = predictor.preprocess(bgr)
+    inp = preprocess_bgr_image(bgr, "RGB", 800, 1333)
     assert inp["image"].shape == (3, 800, 1067) and (inp["height"], inp["width"]) == (30, 40)
     assert inp["image"][0].float().mean() == 200 and inp["image"][2].float().mean() == 10  # RGB
     from PIL import Image
 
     rng = np.random.default_rng(0)
     noisy = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    got = predictor.preprocess(noisy)["image"].permute(1, 2, 0).numpy()
+    got = preprocess_bgr_image(noisy, "RGB", 800, 1333)["image"].permute(1, 2, 0).numpy()
     expected = np.asarray(Image.fromarray(np.ascontiguousarray(noisy[:, :, ::-1])).resize((1067, 800), Image.BILINEAR))
     assert np.array_equal(got, expected)  # PIL bilinear on uint8, as detectron2's ResizeTransform
     image = torch.full((3, 50, 70), 100.0)

@@ -13,15 +13,23 @@ from .registry import BACKBONE_REGISTRY, META_ARCH_REGISTRY, get_from_registry
 from .roi_heads import build_roi_heads
 
 
-def pad_to_divisible(images: List[torch.Tensor], size_divisibility: int, pad_value: float = 0.0) -> torch.Tensor:
-    """Stack (C, Hi, Wi) images into (N, C, H, W), padding right/bottom up to a multiple of size_divisibility."""
-    max_h = max(int(im.shape[-2]) for im in images)
-    max_w = max(int(im.shape[-1]) for im in images)
+def normalize_and_pad(images: List[torch.Tensor], pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
+                      size_divisibility: int) -> torch.Tensor:
+    """(C, Hi, Wi) images (uint8 or float) -> (N, C, H, W) float batch: `(image - mean) / std`, zero-padded
+    right / bottom to the largest size rounded up to a multiple of `size_divisibility`.
+
+    The one normalisation of the eager model and the exported graph. Sizes stay symbolic for one image
+    (no `int()` on a shape; the padded size is written as d * ceil(size / d), which the exporter can prove
+    to be a multiple of d)."""
+    mean, std = pixel_mean.view(-1, 1, 1), pixel_std.view(-1, 1, 1)
+    images = [(im.float() - mean) / std for im in images]
+    max_h = max(im.shape[-2] for im in images)
+    max_w = max(im.shape[-1] for im in images)
     if size_divisibility > 1:
-        max_h = (max_h + size_divisibility - 1) // size_divisibility * size_divisibility
-        max_w = (max_w + size_divisibility - 1) // size_divisibility * size_divisibility
-    return torch.stack([F.pad(im, (0, max_w - im.shape[-1], 0, max_h - im.shape[-2]), value=pad_value)
-                        for im in images])
+        d = size_divisibility
+        max_h = (max_h + d - 1) // d * d
+        max_w = (max_w + d - 1) // d * d
+    return torch.stack([F.pad(im, (0, max_w - im.shape[-1], 0, max_h - im.shape[-2]), value=0.0) for im in images])
 
 
 @META_ARCH_REGISTRY.register()
@@ -51,9 +59,9 @@ class GeneralizedRCNN(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
-        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [x["image"].to(self.device) for x in batched_inputs]
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-        return pad_to_divisible(images, self.backbone.size_divisibility), sizes
+        return normalize_and_pad(images, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility), sizes
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of losses. Inference: per image {"instances": Instances} in original pixels.

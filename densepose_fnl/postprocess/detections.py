@@ -2,6 +2,7 @@
 import torch
 
 from ..structures import Instances
+from ..structures.boxes import clip_boxes
 
 
 def detector_postprocess(results: Instances, output_height: int, output_width: int) -> Instances:
@@ -15,8 +16,7 @@ def detector_postprocess(results: Instances, output_height: int, output_width: i
     boxes = results.pred_boxes.clone()
     boxes[:, 0::2] *= scale_x
     boxes[:, 1::2] *= scale_y
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=output_width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=output_height)
+    boxes = clip_boxes(boxes, output_height, output_width)
     out.pred_boxes = boxes
     keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
     if bool(keep.all()):

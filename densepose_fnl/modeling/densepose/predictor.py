@@ -11,6 +11,8 @@ from ..registry import DENSEPOSE_PREDICTOR_REGISTRY, get_from_registry
 
 
 class DensePoseChartPredictor(nn.Module):
+    output_type = DensePoseChartPredictorOutput  # built from `forward_tensors`' tuple, in field order
+
     def __init__(self, input_channels: int, num_coarse_segm_channels: int = 2, num_patches: int = 24,
                  deconv_kernel: int = 4, up_scale: int = 2):
         super().__init__()
@@ -52,7 +54,7 @@ class DensePoseChartPredictor(nn.Module):
                 self._upsample(self.u_lowres(x)), self._upsample(self.v_lowres(x)))
 
     def forward(self, x: torch.Tensor) -> DensePoseChartPredictorOutput:
-        return DensePoseChartPredictorOutput(*self.forward_tensors(x))
+        return self.output_type(*self.forward_tensors(x))
 
 
 # detectron2's default predictor name; with confidences disabled it is the plain chart predictor

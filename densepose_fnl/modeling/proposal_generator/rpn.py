@@ -51,45 +51,6 @@ class StandardRPNHead(nn.Module):
         return logits, deltas
 
 
-def find_top_rpn_proposals(
-    proposals: List[torch.Tensor],
-    pred_objectness_logits: List[torch.Tensor],
-    image_sizes: List[Tuple[int, int]],
-    nms_thresh: float,
-    pre_nms_topk: int,
-    post_nms_topk: int,
-    min_box_size: float,
-    training: bool,
-) -> List[Instances]:
-    """Per level keep the `pre_nms_topk` best; per image clip, drop empty / non-finite boxes, NMS within
-    each level, keep the `post_nms_topk` best overall (detectron2's `find_top_rpn_proposals`)."""
-    num_images = proposals[0].shape[0]
-    batch_idx = torch.arange(num_images, device=proposals[0].device)
-    topk_scores, topk_proposals, level_ids = [], [], []
-    for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
-        k = min(logits_i.shape[1], pre_nms_topk)
-        scores_i, idx = logits_i.topk(k, dim=1)
-        topk_scores.append(scores_i)
-        topk_proposals.append(proposals_i[batch_idx[:, None], idx])
-        level_ids.append(torch.full((k,), level_id, dtype=torch.int64, device=proposals_i.device))
-    topk_scores = torch.cat(topk_scores, dim=1)
-    topk_proposals = torch.cat(topk_proposals, dim=1)
-    level_ids = torch.cat(level_ids, dim=0)
-
-    results = []
-    for n, (h, w) in enumerate(image_sizes):
-        boxes, scores = topk_proposals[n], topk_scores[n]
-        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-        if training and not bool(finite.all()):
-            raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
-        boxes = clip_boxes(boxes, h, w)
-        keep = finite & nonempty(boxes, min_box_size)
-        boxes, scores, lvl = boxes[keep], scores[keep], level_ids[keep]
-        keep = batched_nms(boxes, scores, lvl, nms_thresh)[:post_nms_topk]
-        results.append(Instances((h, w), proposal_boxes=boxes[keep], objectness_logits=scores[keep]))
-    return results
-
-
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class RPN(nn.Module):
     def __init__(
@@ -168,33 +129,59 @@ class RPN(nn.Module):
                   for x in deltas]
         return logits, deltas
 
-    def decode_proposals(self, anchors: List[torch.Tensor], deltas: List[torch.Tensor]) -> List[torch.Tensor]:
-        proposals = []
-        for anchors_i, deltas_i in zip(anchors, deltas):
-            n = deltas_i.shape[0]
-            boxes = self.box2box_transform.apply_deltas(
-                deltas_i.reshape(-1, 4), anchors_i.unsqueeze(0).expand(n, -1, -1).reshape(-1, 4))
-            proposals.append(boxes.view(n, -1, 4))
-        return proposals
+    def select_proposals(self, features: List[torch.Tensor], logits: List[torch.Tensor], deltas: List[torch.Tensor],
+                         height, width) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One image's proposals (detectron2's `find_top_rpn_proposals`), tensor-only: the eager model, the
+        exported graph and the int8 model all run this.
+
+        features: the RPN input levels (their sizes place the anchors); logits[l] (H_l*W_l*A,) and
+        deltas[l] (H_l*W_l*A, 4) this image's flattened head outputs; height / width: the unpadded image
+        size, ints or 0-d tensors (symbolic in the graph). Per level the `pre_nms_topk` best anchors are
+        made (only those: `anchors_at`) and decoded; then clipping, removal of empty / non-finite boxes,
+        NMS within each level and the `post_nms_topk` best overall (a cap inside the NMS op).
+        Returns (boxes (R, 4), objectness logits (R,)), best first."""
+        pre_nms_topk = self.pre_nms_topk[self.training]
+        boxes_all, scores_all, levels_all = [], [], []
+        for level, (feature, scores, level_deltas) in enumerate(zip(features, logits, deltas)):
+            # symbolic min: a Python min on the shape would freeze an export to one image size
+            top_scores, idx = scores.topk(torch.sym_min(scores.shape[0], pre_nms_topk))
+            anchors = self.anchor_generator.anchors_at(level, feature, idx)
+            boxes_all.append(self.box2box_transform.apply_deltas(level_deltas[idx], anchors))
+            scores_all.append(top_scores)
+            levels_all.append(torch.full_like(idx, level))
+        boxes, scores, levels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(levels_all)
+        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
+        if self.training and not torch.compiler.is_exporting() and not bool(finite.all()):
+            raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
+        boxes = clip_boxes(boxes, height, width)
+        keep = (finite & nonempty(boxes, self.min_box_size)).nonzero()[:, 0]
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        keep = batched_nms(boxes, scores, levels, self.nms_thresh, max_keep=self.post_nms_topk[self.training])
+        return boxes[keep], scores[keep]
+
+    def predictions(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """The head on the RPN input levels, flattened: per level logits (N, H*W*A) and deltas (N, H*W*A, 4).
+        Float island: decoding and NMS run on float tensors even in an int8 model."""
+        logits, deltas = self.rpn_head(features)
+        return self.flatten_predictions([x.float() for x in logits], [x.float() for x in deltas])
 
     def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, torch.Tensor],
                 gt_instances: Optional[List[Instances]] = None) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         features = [features[f] for f in self.in_features]
-        anchors = self.anchor_generator(features)
-        logits, deltas = self.rpn_head(features)
-        # float island: proposal decoding and NMS run on float tensors even in an int8 model
-        logits, deltas = self.flatten_predictions([x.float() for x in logits], [x.float() for x in deltas])
+        logits, deltas = self.predictions(features)
         losses = {}
         if self.training:
             if gt_instances is None:
                 raise ValueError("RPN needs ground-truth instances in training")
+            anchors = self.anchor_generator(features)
             gt_labels, gt_boxes = self.label_and_sample_anchors(anchors, gt_instances)
             losses = self.losses(anchors, logits, gt_labels, deltas, gt_boxes)
+        proposals = []
         with torch.no_grad():
-            proposals = find_top_rpn_proposals(
-                self.decode_proposals(anchors, [d.detach() for d in deltas]), [x.detach() for x in logits],
-                image_sizes, self.nms_thresh, self.pre_nms_topk[self.training], self.post_nms_topk[self.training],
-                self.min_box_size, self.training)
+            for n, (h, w) in enumerate(image_sizes):
+                boxes, scores = self.select_proposals(features, [x[n].detach() for x in logits],
+                                                      [d[n].detach() for d in deltas], h, w)
+                proposals.append(Instances((h, w), proposal_boxes=boxes, objectness_logits=scores))
         return proposals, losses
 
     @torch.no_grad()

@@ -13,22 +13,28 @@ from ..box_regression import Box2BoxTransform
 from ..proposal_generator.rpn import smooth_l1_loss
 
 
-def fast_rcnn_inference_single_image(boxes: torch.Tensor, scores: torch.Tensor, image_shape: Tuple[int, int],
-                                     score_thresh: float, nms_thresh: float, topk_per_image: int) -> Instances:
-    """boxes (R, K*4), scores (R, K+1) -> Instances(pred_boxes, scores, pred_classes) after threshold + NMS."""
-    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    boxes, scores = boxes[valid], scores[valid][:, :-1]
-    num_bbox_reg_classes = boxes.shape[1] // 4
-    h, w = image_shape
-    boxes = clip_boxes(boxes.reshape(-1, 4), h, w).view(-1, num_bbox_reg_classes, 4)
-    filter_mask = scores > score_thresh
-    filter_inds = filter_mask.nonzero()
-    boxes = boxes[filter_inds[:, 0], 0] if num_bbox_reg_classes == 1 else boxes[filter_mask]
-    scores = scores[filter_mask]
-    keep = batched_nms(boxes, scores, filter_inds[:, 1], nms_thresh)
-    if topk_per_image >= 0:
-        keep = keep[:topk_per_image]
-    return Instances(image_shape, pred_boxes=boxes[keep], scores=scores[keep], pred_classes=filter_inds[keep, 1])
+def fast_rcnn_inference_single_image(boxes: torch.Tensor, scores: torch.Tensor, height, width, score_thresh: float,
+                                     nms_thresh: float, topk_per_image: int
+                                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's detections (detectron2's `fast_rcnn_inference_single_image`), tensor-only: the eager
+    model, the exported graph and the int8 model all run this.
+
+    boxes (R, K*4) decoded per class (or (R, 4) class-agnostic), scores (R, K+1) softmax probabilities with
+    background last; height / width: the unpadded image size, ints or 0-d tensors. Rows with non-finite
+    values are dropped, boxes clipped, (RoI, class) pairs kept above `score_thresh`, NMS per class, the
+    `topk_per_image` best kept (a cap inside the NMS op; < 0: all).
+    Returns (boxes (D, 4), scores (D,), classes (D,) int64), best first."""
+    scores = scores[:, :-1]
+    num_classes = scores.shape[1]
+    num_reg = boxes.shape[1] // 4
+    boxes = clip_boxes(boxes.reshape(-1, 4), height, width).reshape(-1, num_reg, 4)
+    if num_reg == 1:
+        boxes = boxes.expand(-1, num_classes, 4)
+    valid = torch.isfinite(boxes).all(dim=2).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    idx = ((scores > score_thresh) & valid[:, None]).nonzero()
+    boxes, scores, classes = boxes[idx[:, 0], idx[:, 1]], scores[idx[:, 0], idx[:, 1]], idx[:, 1]
+    keep = batched_nms(boxes, scores, classes, nms_thresh, max_keep=topk_per_image)
+    return boxes[keep], scores[keep], classes[keep]
 
 
 class FastRCNNOutputLayers(nn.Module):
@@ -86,14 +92,26 @@ class FastRCNNOutputLayers(nn.Module):
         loss_box_reg = smooth_l1_loss(fg_deltas, gt_deltas, self.smooth_l1_beta) / max(gt_classes.numel(), 1.0)
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg * self.loss_weight.get("loss_box_reg", 1.0)}
 
-    def inference(self, predictions, proposals: List[Instances]) -> List[Instances]:
+    def predict_boxes_and_probs(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposal_boxes: torch.Tensor
+                                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(class logits, deltas) of R RoIs -> (decoded boxes (R, K*4), softmax probabilities (R, K+1)).
+        Float island: an int8 predictor's outputs are decoded in float."""
         scores, deltas = predictions
+        boxes = self.box2box_transform.apply_deltas(deltas.float(), proposal_boxes)
+        return boxes, F.softmax(scores.float(), dim=-1)
+
+    def inference_single_image(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposal_boxes: torch.Tensor,
+                               height, width) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One image's (boxes, scores, classes) from its RoIs' predictions (see `fast_rcnn_inference_single_image`)."""
+        boxes, probs = self.predict_boxes_and_probs(predictions, proposal_boxes)
+        return fast_rcnn_inference_single_image(boxes, probs, height, width, self.test_score_thresh,
+                                                self.test_nms_thresh, self.test_topk_per_image)
+
+    def inference(self, predictions, proposals: List[Instances]) -> List[Instances]:
         num_per_image = [len(p) for p in proposals]
-        proposal_boxes = torch.cat([p.proposal_boxes for p in proposals], dim=0)
-        boxes = self.box2box_transform.apply_deltas(deltas, proposal_boxes).split(num_per_image)
-        probs = F.softmax(scores, dim=-1).split(num_per_image)
-        return [
-            fast_rcnn_inference_single_image(b, s, p.image_size, self.test_score_thresh, self.test_nms_thresh,
-                                             self.test_topk_per_image)
-            for b, s, p in zip(boxes, probs, proposals)
-        ]
+        results = []
+        for scores, deltas, p in zip(predictions[0].split(num_per_image), predictions[1].split(num_per_image),
+                                     proposals):
+            boxes, scores, classes = self.inference_single_image((scores, deltas), p.proposal_boxes, *p.image_size)
+            results.append(Instances(p.image_size, pred_boxes=boxes, scores=scores, pred_classes=classes))
+        return results

@@ -160,15 +160,33 @@ class DensePoseROIHeads(nn.Module):
         return sampled
 
     # ------------------------------------------------------------------ branches
+    def box_predictions(self, features: List[torch.Tensor], boxes: List[torch.Tensor]
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(class logits, box deltas) of the RoIs `boxes` (one (R_i, 4) tensor per image, concatenated)."""
+        return self.box_predictor(self.box_head(self.box_pooler(features, boxes)))
+
+    def detect_single_image(self, features: List[torch.Tensor], proposal_boxes: torch.Tensor, height, width
+                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One image's (boxes, scores, classes) from its proposals, tensor-only (the exported graph's box branch;
+        the eager `_forward_box` runs the same `inference_single_image` per image of a batch)."""
+        predictions = self.box_predictions(features, [proposal_boxes])
+        return self.box_predictor.inference_single_image(predictions, proposal_boxes, height, width)
+
     def _forward_box(self, features: List[torch.Tensor], proposals: List[Instances]):
-        box_features = self.box_head(self.box_pooler(features, [p.proposal_boxes for p in proposals]))
-        predictions = self.box_predictor(box_features)
+        predictions = self.box_predictions(features, [p.proposal_boxes for p in proposals])
         if self.training:
             return self.box_predictor.losses(predictions, proposals)
         return self.box_predictor.inference(predictions, proposals)
 
     def _densepose_features(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         return [self.decoder(features)] if self.decoder is not None else features
+
+    def densepose_predictions(self, features: List[torch.Tensor], boxes: List[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """The DensePose branch on the RoIs `boxes` (one (R_i, 4) tensor per image): the predictor's raw maps
+        as float tensors (`forward_tensors`), in the order of its output fields. Eager inference, the exported
+        graph and the int8 model all run this."""
+        x = self.densepose_head(self.densepose_pooler(self._densepose_features(features), boxes))
+        return tuple(t.float() for t in self.densepose_predictor.forward_tensors(x))
 
     def _forward_densepose_train(self, features: List[torch.Tensor], proposals: List[Instances]) -> Dict:
         if self.densepose_losses is None:
@@ -191,8 +209,8 @@ class DensePoseROIHeads(nn.Module):
         return self.densepose_losses(selected, outputs)
 
     def _forward_densepose_inference(self, features: List[torch.Tensor], instances: List[Instances]) -> None:
-        dp_features = self.densepose_pooler(self._densepose_features(features), [i.pred_boxes for i in instances])
-        outputs = self.densepose_predictor(self.densepose_head(dp_features))
+        outputs = self.densepose_predictor.output_type(
+            *self.densepose_predictions(features, [i.pred_boxes for i in instances]))
         start = 0
         for inst in instances:
             n = len(inst)
