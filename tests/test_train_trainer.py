@@ -49,7 +49,10 @@ def test_training_writes_checkpoints_metrics_and_events(synth, tmp_path):
     out = tmp_path / "run"
     trainer, _ = _train(out, "SOLVER.MAX_ITER", 6, "SOLVER.CHECKPOINT_PERIOD", 3, "SEED", 5)
     names = sorted(os.listdir(out))
-    assert "model_0000002.pth" in names and "model_final.pth" in names and "model_0000005.pth" not in names
+    # fvcore's PeriodicCheckpointer, as detectron2: every period (the last iteration included), then final
+    assert {"model_0000002.pth", "model_0000005.pth", "model_final.pth"} <= set(names)
+    assert not any(n.startswith("model_") and n not in ("model_0000002.pth", "model_0000005.pth", "model_final.pth")
+                   for n in names)
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert any(n.startswith("events.out.tfevents") for n in names)
     assert "config.yaml" in names and "log.txt" in names

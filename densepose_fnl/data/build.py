@@ -6,9 +6,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
+from ..utils import comm
 from .datasets import DatasetCatalog
 from .mapper import DatasetMapper
 
@@ -25,22 +25,14 @@ __all__ = [
 
 
 def _world() -> tuple:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return comm.get_rank(), comm.get_world_size()
 
 
 def _shared_seed(seed: Optional[int]) -> int:
     """`seed` if >= 0, else a random seed identical on every rank."""
     if seed is not None and seed >= 0:
         return int(seed)
-    s = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-    rank, world = _world()
-    if world > 1:
-        t = torch.tensor([s], dtype=torch.long)
-        dist.broadcast(t, src=0)
-        s = int(t.item())
-    return s
+    return comm.broadcast_int(int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
 
 
 def filter_images_without_annotations(dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from ..postprocess.charts import densepose_chart_results
+from ..utils import comm
 from .densepose_coco_eval import evaluate_boxes, evaluate_densepose
 from .eval_data import GeodesicEvalData, check_eval_data, resolve_eval_data_dir
 from .results_format import encode_png, quantize_chart_result
@@ -39,9 +40,7 @@ def load_coco(dataset_json: Union[str, os.PathLike, Dict[str, Any], COCO]) -> CO
 
 
 def _dist_info():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return comm.get_rank(), comm.get_world_size()
 
 
 class DensePoseCOCOEvaluator:

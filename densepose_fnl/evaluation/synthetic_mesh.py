@@ -209,3 +209,22 @@ def coco_dataset(images: List[Dict[str, Any]], annotations: List[Dict[str, Any]]
         "annotations": annotations,
         "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
     }
+
+
+def ensure_synthetic_eval_data(out_dir: str) -> str:
+    """Write (once) the eval files of the synthetic body mesh into out_dir (main process; others wait)."""
+    import os
+
+    from ..utils import comm
+    from .eval_data import EVAL_DATA_FILES
+
+    if comm.is_main_process() and not all(os.path.isfile(os.path.join(out_dir, f)) for f in EVAL_DATA_FILES):
+        tmp = out_dir + f".tmp{os.getpid()}"
+        write_eval_data(make_synthetic_mesh(), tmp)
+        os.makedirs(out_dir, exist_ok=True)
+        for f in EVAL_DATA_FILES:
+            os.replace(os.path.join(tmp, f), os.path.join(out_dir, f))
+        if not os.listdir(tmp):
+            os.rmdir(tmp)
+    comm.synchronize()
+    return out_dir

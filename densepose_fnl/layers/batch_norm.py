@@ -2,9 +2,10 @@
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
+
+from ..utils import comm
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -90,14 +91,14 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
     (torch's SyncBatchNorm is GPU-only). Statistics are averaged over all ranks, as detectron2 does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        if not self.training or comm.get_world_size() == 1:
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
         mean = x.mean(dim=[0, 2, 3])
         meansqr = (x * x).mean(dim=[0, 2, 3])
-        stats = all_reduce(torch.cat([mean, meansqr], dim=0)) / dist.get_world_size()
+        stats = all_reduce(torch.cat([mean, meansqr], dim=0)) / comm.get_world_size()
         mean, meansqr = torch.split(stats, c)
         var = meansqr - mean * mean
         if self.running_mean is not None:

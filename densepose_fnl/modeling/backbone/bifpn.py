@@ -8,11 +8,11 @@ stride-2 depthwise-separable convs for down-sampling; P6 = stride-2 subsampling 
 from typing import Dict, List
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
 from ...layers import get_norm
+from ...utils import comm
 from ..registry import BACKBONE_REGISTRY
 from .backbone import Backbone
 from .fpn import LastLevelMaxPool
@@ -129,8 +129,7 @@ def _bifpn_norm(cfg) -> str:
         return cfg.MODEL.FPN.NORM
     if cfg.MODEL.FPN.NORM:
         raise ValueError(f"MODEL.FPN.NORM for BiFPN must be '', BN, SyncBN or FrozenBN, got '{cfg.MODEL.FPN.NORM}'")
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    return "SyncBN" if distributed else "BN"
+    return "SyncBN" if comm.get_world_size() > 1 else "BN"
 
 
 @BACKBONE_REGISTRY.register()

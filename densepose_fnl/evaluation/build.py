@@ -1,0 +1,45 @@
+"""The evaluator of a dataset from the config (detectron2's `DefaultTrainer.build_evaluator`)."""
+import logging
+import os
+from typing import Optional
+
+from .eval_data import EvalDataMissingError, check_eval_data, resolve_eval_data_dir
+from .evaluator import DensePoseCOCOEvaluator
+from .synthetic_mesh import ensure_synthetic_eval_data
+
+logger = logging.getLogger(__name__)
+
+
+def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DensePoseCOCOEvaluator:
+    """Box AP, and with MODEL.DENSEPOSE_ON the DensePose AP, of `dataset_name` against its annotation file.
+
+    The DensePose AP needs the official eval files (DENSEPOSE_EVALUATION.EVAL_DATA_DIR); the synthetic sets
+    fall back to the synthetic body mesh's files (written once beside the set), other sets to box AP only
+    (a warning)."""
+    from ..data import MetadataCatalog
+
+    meta = MetadataCatalog.get(dataset_name)
+    json_file = getattr(meta, "json_file", None)
+    if not json_file or not os.path.isfile(json_file):
+        raise FileNotFoundError(f"Dataset '{dataset_name}' has no annotation file to evaluate against "
+                                f"(metadata json_file = {json_file})")
+    eval_dir = resolve_eval_data_dir(cfg)
+    do_dp = cfg.MODEL.DENSEPOSE_ON
+    if do_dp:
+        try:
+            check_eval_data(eval_dir)
+        except EvalDataMissingError:
+            if dataset_name.startswith("densepose_synthetic"):
+                eval_dir = ensure_synthetic_eval_data(os.path.join(os.path.dirname(os.path.dirname(json_file)),
+                                                                   "eval_data"))
+                logger.info("Synthetic set: DensePose AP is scored with the synthetic body mesh geodesics "
+                            "in %s (a proxy: the official SMPL eval files are missing)", eval_dir)
+            else:
+                logger.warning("DensePose evaluation data missing in %s: only box AP is computed for %s",
+                               eval_dir, dataset_name)
+                do_dp = False
+    output_folder = output_folder or (os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+                                      if cfg.OUTPUT_DIR else None)
+    return DensePoseCOCOEvaluator(json_file, eval_dir, output_folder,
+                                  min_iou_threshold=cfg.DENSEPOSE_EVALUATION.MIN_IOU_THRESHOLD,
+                                  evaluate_densepose=do_dp)
