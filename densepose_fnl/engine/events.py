@@ -4,27 +4,29 @@ import datetime
 import json
 import logging
 import os
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from fvcore.common.history_buffer import HistoryBuffer
 
 logger = logging.getLogger("densepose_fnl.train")
 
 
 class EventStorage:
-    """Scalars per name, each with the iteration it was put at; `window(name, n)` gives the last n values."""
+    """Scalars per name (fvcore `HistoryBuffer`s of the last `window_size` values, each with the iteration it
+    was put at); `window(name, n)` gives the last n values."""
 
     def __init__(self, start_iter: int = 0, window_size: int = 20):
         self.iter = start_iter
-        self._history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=max(window_size, 1)))
-        self._latest: Dict[str, Tuple[float, int]] = {}
+        self._window = max(window_size, 1)
+        self._history: Dict[str, HistoryBuffer] = {}
         self._smoothed = set()
 
     def put_scalar(self, name: str, value: float, smoothing: bool = True) -> None:
-        value = float(value)
-        self._history[name].append(value)
-        self._latest[name] = (value, self.iter)
+        if name not in self._history:
+            self._history[name] = HistoryBuffer(max_length=self._window)
+        self._history[name].update(float(value), self.iter)
         if smoothing:
             self._smoothed.add(name)
         else:
@@ -35,21 +37,21 @@ class EventStorage:
             self.put_scalar(k, v, smoothing)
 
     def latest(self) -> Dict[str, Tuple[float, int]]:
-        return dict(self._latest)
+        return {k: h.values()[-1] for k, h in self._history.items()}
 
     def window(self, name: str, n: Optional[int] = None) -> List[float]:
-        values = list(self._history.get(name, []))
+        values = [v for v, _ in self._history[name].values()] if name in self._history else []
         return values if n is None else values[-n:]
 
     def median(self, name: str, n: int) -> float:
-        return float(np.median(self.window(name, n)))
+        return float(self._history[name].median(n))
 
     def avg(self, name: str, n: int) -> float:
-        return float(np.mean(self.window(name, n)))
+        return float(self._history[name].avg(n))
 
     def latest_with_smoothing(self, n: int) -> Dict[str, Tuple[float, int]]:
         """Latest value of each scalar, the median of the last n for smoothed ones (losses)."""
-        return {k: ((self.median(k, n) if k in self._smoothed else v), it) for k, (v, it) in self._latest.items()}
+        return {k: ((self.median(k, n) if k in self._smoothed else v), it) for k, (v, it) in self.latest().items()}
 
 
 class JSONWriter:
