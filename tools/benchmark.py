@@ -102,12 +102,13 @@ def machine_description(threads: int) -> str:
 
 def load_image(path, rng_seed=0):
     import numpy as np
-    from PIL import Image
+
+    from densepose_fnl.data.image_io import read_image
 
     if path:
-        return np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].copy()
+        return read_image(path, "BGR")
     if os.path.isfile(DEMO_IMAGE):  # centre 4:3 crop (512 -> 512x683, the authors' measurement size)
-        im = np.asarray(Image.open(DEMO_IMAGE).convert("RGB"))[:, :, ::-1]
+        im = read_image(DEMO_IMAGE, "BGR")
         h, w = im.shape[:2]
         cw = min(w, int(round(h * 4 / 3)))
         return im[:, (w - cw) // 2:(w - cw) // 2 + cw].copy()
@@ -143,10 +144,7 @@ def prepare_config(config_file, args, image_bgr, log):
 
     from densepose_fnl.config import load_config
     from densepose_fnl.data.preprocess import preprocess_bgr_image
-    from densepose_fnl.export import export_onnx, make_session
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from export_model import build_export_model
+    from densepose_fnl.export import build_export_model, export_onnx, make_session
 
     opts = list(args.opts) + ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
                               "TEST.DETECTIONS_PER_IMAGE", str(args.people)]

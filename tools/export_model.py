@@ -48,13 +48,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _read_bgr(path):
-    import numpy as np
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].copy()
-
-
 def _image_list(pattern, limit):
     if not pattern:
         return []
@@ -67,45 +60,6 @@ def _image_list(pattern, limit):
     return files[:limit]
 
 
-def is_qat_checkpoint(path: str) -> bool:
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else {}
-    return any(".gm." in k or k.startswith("backbone.gm") for k in sd)
-
-
-def build_export_model(cfg, int8: bool, calib_inputs, log=logger):
-    """The eval model to export: float, QAT-converted or PTQ int8, following MODEL.WEIGHTS."""
-    import torch
-
-    from densepose_fnl.checkpoint import DensePoseCheckpointer
-    from densepose_fnl.modeling import build_model
-    from densepose_fnl.utils.bn_calibration import calibrate_batchnorm
-
-    model = build_model(cfg).eval()
-    weights = cfg.MODEL.WEIGHTS
-    qat_ckpt = bool(weights) and is_qat_checkpoint(weights)
-    if weights and not qat_ckpt:
-        DensePoseCheckpointer(model).load(weights)
-    elif not weights:
-        log.warning("No MODEL.WEIGHTS: random init, BN statistics calibrated on the calibration images")
-        calibrate_batchnorm(model, lambda: (model(b) for b in calib_inputs))
-    if qat_ckpt:
-        if not int8:
-            raise ValueError(f"{weights} is a QAT checkpoint: export it with --int8")
-        from densepose_fnl.quantization import build_qat_model, convert_qat_model
-
-        qat = build_qat_model(cfg, model)
-        DensePoseCheckpointer(qat).load(weights)
-        return convert_qat_model(qat), "int8 (QAT checkpoint)"
-    if int8:
-        from densepose_fnl.quantization import build_ptq_model
-
-        return build_ptq_model(cfg, model, calib_inputs), "int8 (post-training quantization)"
-    return model, "float32"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -116,7 +70,8 @@ def main(argv=None) -> int:
 
     from densepose_fnl.config import ConfigError, load_config
     from densepose_fnl.data.preprocess import preprocess_for_test
-    from densepose_fnl.export import OrtPredictor, export_onnx
+    from densepose_fnl.data.image_io import ImageReadError, read_image
+    from densepose_fnl.export import OrtPredictor, build_export_model, export_onnx
 
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -124,13 +79,18 @@ def main(argv=None) -> int:
         calib_files = _image_list(args.calib_images, args.calib_count)
         if args.sample_image and not os.path.isfile(args.sample_image):
             raise FileNotFoundError(f"--sample-image not found: {args.sample_image}")
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        sample_bgr = read_image(args.sample_image) if args.sample_image else None
+        images = [read_image(f) for f in calib_files] or ([sample_bgr] if sample_bgr is not None else [])
+    except (ConfigError, FileNotFoundError, ImageReadError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:  # before minutes of work: an unusable --output fails now
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:
+        print(f"error: --output {args.output}: cannot create the directory ({e.strerror or e})", file=sys.stderr)
         return 2
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    sample_bgr = _read_bgr(args.sample_image) if args.sample_image else None
-    images = [_read_bgr(f) for f in calib_files] or ([sample_bgr] if sample_bgr is not None else [])
     if not images:
         logger.warning("No --calib-images / --sample-image: calibrating on random pixels (fine for a smoke "
                        "export, not for accuracy)")
@@ -147,7 +107,6 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "model_int8.onnx" if args.int8 else "model.onnx")
     t0 = time.time()
     export_onnx(model, path, sample_image=sample["image"][None], opset=args.opset,

@@ -16,13 +16,15 @@ from .datasets import (
     register_builtin_datasets,
     synthetic_root,
 )
-from .mapper import DatasetMapper, annotations_to_instances, read_image, resolve_uv_symmetry_path
+from .image_io import ImageReadError, read_image
+from .mapper import DatasetMapper, annotations_to_instances, resolve_uv_symmetry_path
 from .synthetic import ensure_synthetic_dataset, generate_synthetic_dataset, synthetic_uv_symmetry_tables
 
 __all__ = [
     "DENSEPOSE_COCO_DATASETS",
     "DatasetCatalog",
     "DatasetMapper",
+    "ImageReadError",
     "InferenceSampler",
     "MetadataCatalog",
     "TrainingSampler",

@@ -11,7 +11,6 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -23,28 +22,15 @@ from ..structures.densepose_data import (
     has_densepose,
 )
 from .datasets import MetadataCatalog
+from .image_io import read_image
 from .datasets.builtin import refresh_metadata, uv_symmetry_default_path
 from .transforms import RandomFlip, ResizeShortestEdge, TransformList
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetMapper", "read_image", "annotations_to_instances", "resolve_uv_symmetry_path"]
+__all__ = ["DatasetMapper", "annotations_to_instances", "resolve_uv_symmetry_path"]
 
 _WARNED_MISSING: set = set()
-
-
-def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
-    """HxWx3 uint8 in `format` ("BGR" or "RGB"). Missing / undecodable files raise errors naming the file."""
-    if format not in ("BGR", "RGB"):
-        raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB', got '{format}'")
-    if not os.path.isfile(file_name):
-        raise FileNotFoundError(f"Image file not found: {file_name}")
-    img = cv2.imread(file_name, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"Cannot decode image file (corrupt or not an image): {file_name}")
-    if format == "RGB":
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
 
 
 def resolve_uv_symmetry_path(dataset_name: Optional[str] = None) -> str:

@@ -1,4 +1,5 @@
 """Deployment: tensor-only wrapper, ONNX export, ONNX Runtime predictor and model, output comparison."""
+from .build import build_export_model, is_qat_checkpoint
 from .compare import ComparisonReport, compare_instances
 from .onnx_export import export_onnx
 from .ort_model import OrtModel, OrtModelError, is_pytorch_checkpoint, open_ort_predictor
@@ -6,4 +7,4 @@ from .ort_predictor import OrtPredictor, make_session
 from .tensor_model import OUTPUT_NAMES, DensePoseTensorModel
 
 __all__ = ["ComparisonReport", "DensePoseTensorModel", "OUTPUT_NAMES", "OrtModel", "OrtModelError", "OrtPredictor",
-           "compare_instances", "export_onnx", "is_pytorch_checkpoint", "make_session", "open_ort_predictor"]
+           "build_export_model", "compare_instances", "is_qat_checkpoint", "export_onnx", "is_pytorch_checkpoint", "make_session", "open_ort_predictor"]
