@@ -75,6 +75,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from densepose_fnl.config import ConfigError, load_config  # noqa: E402
+from densepose_fnl.data.image_io import ImageReadError, read_image  # noqa: E402
 from densepose_fnl.postprocess.charts import densepose_chart_results  # noqa: E402
 from densepose_fnl.postprocess.iuv import compose_iuv_image, write_iuv_images  # noqa: E402
 from densepose_fnl.structures import DensePoseChartPredictorOutput, DensePoseChartResult  # noqa: E402
@@ -127,13 +128,13 @@ def input_kind(path: str) -> str:
     return "unsupported"
 
 
-def read_image(path: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise InputError("no such file")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError("cannot read image (corrupt or not an image)")
-    return image
+def read_bgr_image(path: str) -> np.ndarray:
+    try:
+        return read_image(path, "BGR")
+    except FileNotFoundError as e:
+        raise InputError("no such file") from e
+    except ImageReadError as e:
+        raise InputError("cannot read image (corrupt or not an image)") from e
 
 
 def open_video(path: str):
@@ -383,7 +384,7 @@ def process_input(index: int, path: str, predictor, action, min_score) -> None:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
         raise InputError(f"unsupported file type '{os.path.splitext(path)[1] or '(none)'}' (supported: {exts})")
     if kind == "image":
-        image = read_image(path)
+        image = read_bgr_image(path)
         with torch.no_grad():
             instances = predictor(image)["instances"]
         action.on_image(index, path, image, *extract_results(instances, min_score))
