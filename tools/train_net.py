@@ -71,6 +71,7 @@ def build_eval_model(cfg, args):
 def main(args):
     from densepose_fnl.checkpoint import DensePoseCheckpointer
     from densepose_fnl.engine import DefaultTrainer, build_qat, comm, print_results_tables
+    from densepose_fnl.evaluation.testing import verify_results
     from densepose_fnl.modeling import build_model
 
     cfg = setup(args)
@@ -81,6 +82,8 @@ def main(args):
             if cfg.OUTPUT_DIR:
                 with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
                     json.dump(results, f, indent=1)
+            if not verify_results(cfg, results):  # TEST.EXPECTED_RESULTS, as detectron2's train_net
+                sys.exit(1)
         return results
 
     model = build_model(cfg)

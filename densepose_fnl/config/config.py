@@ -112,4 +112,18 @@ def load_config(config_file: Optional[str] = None, opts: Optional[List[Any]] = N
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    check_supported(cfg, config_file)
     return cfg
+
+
+def check_supported(cfg: CfgNode, config_file: Optional[str] = None) -> None:
+    """ConfigError for a setting this project accepts but does not implement (see `config.unsupported`), or
+    a config VERSION other than detectron2's current 2."""
+    from .unsupported import unsupported_settings
+
+    where = f"{config_file}: " if config_file else ""
+    if cfg.VERSION != 2:
+        raise ConfigError(f"{where}VERSION {cfg.VERSION}: only VERSION 2 configs (detectron2's current format) "
+                          "are supported")
+    for key, value, reason in unsupported_settings(cfg, get_cfg()):
+        raise ConfigError(f"{where}{key} = {value!r}: {reason}; remove it or set it to its default")

@@ -101,4 +101,6 @@ def default_setup(cfg, args=None) -> int:
     else:
         logger.info("Using the seed %d (SEED)", seed)
     seed_all_rng(seed + rank)
+    # cudnn picks the fastest kernels for fixed input sizes (no effect on the CPU)
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
     return seed

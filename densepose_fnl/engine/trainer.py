@@ -64,7 +64,7 @@ class DefaultTrainer(SimpleTrainer):
     Override the `build_*` classmethods, or `build_hooks`, to change a part."""
 
     def __init__(self, cfg, model: Optional[nn.Module] = None, log_period: int = 20):
-        cfg = cfg.clone()
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         if model is None:
             model = build_model(cfg)
         model.train()
@@ -85,6 +85,37 @@ class DefaultTrainer(SimpleTrainer):
         self.storage_window = self.log_period
         self._eval_hook: Optional[hooks.EvalHook] = None
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def auto_scale_workers(cfg, num_workers: int):
+        """SOLVER.REFERENCE_WORLD_SIZE > 0 (detectron2's semantics): the schedule was written for that many
+        processes; on `num_workers` scale the total batch and the LR linearly and the iteration counts
+        inversely, so each image is seen as often with the same per-process batch. Returns a copy."""
+        cfg = cfg.clone()
+        old_world = int(cfg.SOLVER.REFERENCE_WORLD_SIZE)
+        if old_world == 0 or old_world == num_workers:
+            return cfg
+        scale = num_workers / old_world
+        s = cfg.SOLVER
+        bs = int(round(s.IMS_PER_BATCH * scale))
+        if bs % num_workers != 0:
+            raise ValueError(f"SOLVER.REFERENCE_WORLD_SIZE {old_world} -> {num_workers} processes gives "
+                             f"IMS_PER_BATCH {bs}, not divisible by the number of processes")
+        was_frozen = cfg.is_frozen()
+        cfg.defrost()
+        s.IMS_PER_BATCH = bs
+        s.BASE_LR *= scale
+        s.MAX_ITER = int(round(s.MAX_ITER / scale))
+        s.WARMUP_ITERS = int(round(s.WARMUP_ITERS / scale))
+        s.STEPS = tuple(int(round(x / scale)) for x in s.STEPS)
+        cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+        s.CHECKPOINT_PERIOD = int(round(s.CHECKPOINT_PERIOD / scale))
+        s.REFERENCE_WORLD_SIZE = num_workers
+        logger.info("Auto-scaled the config from %d to %d processes: IMS_PER_BATCH %d, BASE_LR %g, MAX_ITER %d",
+                    old_world, num_workers, bs, s.BASE_LR, s.MAX_ITER)
+        if was_frozen:
+            cfg.freeze()
+        return cfg
 
     # ------------------------------------------------------------------ building blocks (overridable)
     @classmethod

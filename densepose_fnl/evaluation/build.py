@@ -18,6 +18,13 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
     (a warning)."""
     from ..data import MetadataCatalog
 
+    e = cfg.DENSEPOSE_EVALUATION
+    if e.TYPE != "iou":
+        raise NotImplementedError(f"DENSEPOSE_EVALUATION.TYPE '{e.TYPE}': only 'iou' (chart models) is supported")
+    if e.STORAGE not in ("none", "ram", "file"):
+        raise ValueError(f"DENSEPOSE_EVALUATION.STORAGE must be none, ram or file, got '{e.STORAGE}'")
+    # every STORAGE keeps the same results; ours are PNG-compressed in memory, which is what 'ram' / 'file'
+    # (detectron2's memory savers) are for
     meta = MetadataCatalog.get(dataset_name)
     json_file = getattr(meta, "json_file", None)
     if not json_file or not os.path.isfile(json_file):
