@@ -135,11 +135,28 @@ def weights_problem(cfg, args):
         return None if os.path.isfile(weights) else f"{weights}: model file not found"
     if weights.lower().endswith(".onnx"):
         return f"{weights}: an ONNX file; use --runtime onnxruntime (with --eval-only)"
+    if weights and not args.resume:  # read it once now: a missing / torn / code-carrying file is one line
+        from densepose_fnl.checkpoint import CheckpointLoadError
+        from densepose_fnl.checkpoint.formats import load_checkpoint_file
+
+        try:
+            load_checkpoint_file(weights)
+        except FileNotFoundError:
+            return f"{weights}: checkpoint not found"
+        except CheckpointLoadError as e:
+            return str(e)
     return None
+
+
+def cfg_weights(args) -> str:
+    from densepose_fnl.config import load_config
+
+    return load_config(args.config_file, args.opts or []).MODEL.WEIGHTS
 
 
 def cli(argv=None) -> int:
     from densepose_fnl.config import ConfigError
+    from densepose_fnl.checkpoint import CheckpointMismatchError
     from densepose_fnl.engine import QATUnavailableError, default_argument_parser, launch
 
     parser = default_argument_parser()
@@ -171,6 +188,9 @@ def cli(argv=None) -> int:
         return 2
     except ModelFileError as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointMismatchError as e:  # the weights do not fit the config's model
+        print(f"train_net.py: error: {cfg_weights(args)}: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
 

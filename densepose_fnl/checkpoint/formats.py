@@ -86,12 +86,24 @@ def _trusted(trusted: bool) -> bool:
     return trusted or os.environ.get(TRUST_ENV, "") not in ("", "0", "false", "False")
 
 
+def _corrupt(path: str, e: BaseException) -> CheckpointLoadError:
+    lines = str(e).strip().splitlines()
+    # torch's weights-only errors open with a paragraph of advice; the cause is on its "...error:" line
+    detail = [d for d in (line.split("error:", 1)[1].strip() for line in lines if "Unpickler error:" in line) if d]
+    # and any other line giving advice about trusting the source is not the cause of a broken file
+    detail = detail or [line for line in lines if line.strip() and "trust" not in line.lower()][:1]
+    return CheckpointLoadError(f"{path}: not a valid checkpoint (truncated or corrupt: "
+                               f"{type(e).__name__}{': ' + detail[0] if detail else ''})")
+
+
 def _load_pkl(path: str, trusted: bool) -> Any:
     with open(path, "rb") as f:
         data = f.read()
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
+        if "refused global" not in str(e):  # not a pickle that needs code: a broken file
+            raise _corrupt(path, e) from e
         if _trusted(trusted):
             logger.warning("%s: %s; loading with full pickle because the file is trusted", path, e)
             return pickle.loads(data, encoding="latin1")
@@ -100,6 +112,8 @@ def _load_pkl(path: str, trusted: bool) -> Any:
             f"If you trust its source, load it with trusted=True (or {TRUST_ENV}=1), or rewrite it once with "
             "`tools/convert_checkpoint.py --trust`."
         ) from e
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as e:
+        raise _corrupt(path, e) from e
 
 
 def _load_torch(path: str, trusted: bool) -> Any:
@@ -107,12 +121,16 @@ def _load_torch(path: str, trusted: bool) -> Any:
         with torch.serialization.safe_globals(_torch_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        reason = next((line for line in first if "Unsupported global" in line), "")
+        if not reason:  # weights-only unpickling failed for another reason than a global: a broken file
+            if "invalid load key" in str(e):  # maybe a plain pickle saved with another extension
+                return _load_pkl(path, trusted)
+            raise _corrupt(path, e) from e
         if _trusted(trusted):
             logger.warning("%s: weights-only load failed (%s); loading with full pickle because the file is "
-                           "trusted", path, str(e).splitlines()[0])
+                           "trusted", path, first[0])
             return torch.load(path, map_location="cpu", weights_only=False)
-        first = str(e).strip().splitlines()
-        reason = next((line for line in first if "Unsupported global" in line), first[0] if first else "")
         raise CheckpointLoadError(
             f"{path}: torch.load(weights_only=True) refused the file ({reason.strip()}). It holds objects "
             "other than tensors, numpy arrays, numbers and strings (e.g. a pickled config or optimizer "
@@ -123,7 +141,11 @@ def _load_torch(path: str, trusted: bool) -> Any:
         if "zip archive" in str(e) or "magic number" in str(e) or "invalid load key" in str(e):
             # not a torch file: maybe a pickle saved with another extension
             return _load_pkl(path, trusted)
-        raise
+        raise _corrupt(path, e) from e
+    except (OSError, EOFError, ValueError) as e:  # a torn zip archive (e.g. an interrupted copy)
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _corrupt(path, e) from e
 
 
 def load_checkpoint_file(path: str, trusted: bool = False) -> Dict[str, Any]:
