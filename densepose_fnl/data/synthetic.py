@@ -68,6 +68,33 @@ _PART_PALETTE = np.array(
 )
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How the images of a synthetic set are composed (`LAYOUTS`)."""
+
+    name: str
+    people: Tuple[int, ...]  # possible numbers of people per image ...
+    people_p: Tuple[float, ...]  # ... and their probabilities
+    height_frac: Tuple[Tuple[float, float], ...]  # person height / image height range, per number of people
+    max_overlap: float  # largest box overlap (intersection / smaller box) between two people
+    background: str  # "simple": colour field + a few shapes; "rich": also floor, textures, clutter
+
+
+LAYOUTS: Dict[str, Layout] = {
+    # the original set (GENERATOR_VERSION 1): 1-4 people, simple backgrounds; tests use it at small sizes
+    "classic": Layout("classic", (1, 2, 3, 4), (0.35, 0.3, 0.2, 0.15),
+                      ((0.4, 0.95), (0.4, 0.85), (0.4, 0.75), (0.4, 0.7)), 0.35, "simple"),
+    # the demo's set: 1-3 larger people, less occlusion, cluttered textured backgrounds
+    "demo": Layout("demo", (1, 2, 3), (0.4, 0.35, 0.25), ((0.6, 0.95), (0.5, 0.85), (0.45, 0.75)), 0.25, "rich"),
+}  # fmt: skip
+
+
+def get_layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown synthetic layout '{name}' (expected one of {sorted(LAYOUTS)})")
+    return LAYOUTS[name]
+
+
 @dataclass
 class _Part:
     fine: int
@@ -273,6 +300,67 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255)
 
 
+def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random full-image texture (float32 BGR): stripes, checkerboard, blotchy noise or a gradient."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c1, c2 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
+    kind = int(rng.integers(0, 4))
+    ang = rng.uniform(0, np.pi)
+    if kind == 0:  # stripes
+        period = rng.uniform(6, 40)
+        t = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * (np.cos(ang) * xx + np.sin(ang) * yy) / period))
+    elif kind == 1:  # checkerboard
+        cell = rng.uniform(6, 32)
+        xr, yr = np.cos(ang) * xx + np.sin(ang) * yy, -np.sin(ang) * xx + np.cos(ang) * yy
+        t = ((np.floor(xr / cell) + np.floor(yr / cell)) % 2).astype(np.float32)
+    elif kind == 2:  # blotches
+        gh, gw = int(rng.integers(6, 24)), int(rng.integers(6, 24))
+        t = cv2.resize(rng.random((gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    else:  # linear gradient
+        t = np.cos(ang) * xx + np.sin(ang) * yy
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    t = np.clip(t, 0, 1)[..., None]
+    return c1 * (1 - t) + c2 * t
+
+
+def _background_rich(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A cluttered scene: colour field, a floor, textured regions and many shapes and sticks."""
+    img = _background(rng, h, w)
+    if rng.random() < 0.7:  # floor below a horizon, with its own texture
+        y0 = int(rng.uniform(0.45, 0.8) * h)
+        img[y0:] = 0.35 * img[y0:] + 0.65 * _texture(rng, h - y0, w)
+    for _ in range(int(rng.integers(1, 4))):  # textured patches (rectangles or ellipses)
+        mask = np.zeros((h, w), np.uint8)
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        ax = (int(rng.integers(w // 10, w // 3)), int(rng.integers(h // 10, h // 3)))
+        if rng.random() < 0.5:
+            cv2.rectangle(mask, (c[0] - ax[0], c[1] - ax[1]), (c[0] + ax[0], c[1] + ax[1]), 1, -1)
+        else:
+            cv2.ellipse(mask, c, ax, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        m = mask.astype(bool)
+        img[m] = _texture(rng, h, w)[m]
+    for _ in range(int(rng.integers(6, 16))):  # clutter: sticks, polygons, discs
+        color = tuple(float(c) for c in rng.uniform(0, 255, 3))
+        kind = rng.random()
+        if kind < 0.4:
+            p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            p2 = (int(p1[0] + rng.normal(0, w / 5)), int(p1[1] + rng.normal(0, h / 5)))
+            cv2.line(img, p1, p2, color, int(rng.integers(2, max(3, min(h, w) // 25))), cv2.LINE_AA)
+        elif kind < 0.75:
+            n = int(rng.integers(3, 7))
+            c = rng.uniform([0, 0], [w, h])
+            r = rng.uniform(5, min(h, w) / 8)
+            ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+            pts = (c + r * rng.uniform(0.5, 1.0, (n, 1)) * np.stack([np.cos(ang), np.sin(ang)], 1)).astype(np.int32)
+            cv2.fillPoly(img, [pts], color, cv2.LINE_AA)
+        else:
+            c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            cv2.circle(img, c, int(rng.integers(3, max(4, min(h, w) // 12))), color, -1, cv2.LINE_AA)
+    if rng.random() < 0.5:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.5, 1.5)))
+    return np.clip(img, 0, 255)
+
+
 def _person_extent(person: _Person) -> Tuple[np.ndarray, np.ndarray]:
     pts, rad = [], []
     for p in person.parts:
@@ -301,12 +389,13 @@ def _rle(mask: np.ndarray) -> Dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def _sample_people(rng: np.random.Generator, h: int, w: int) -> List[_Person]:
-    n_target = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
-    hi_frac = (0.95, 0.85, 0.75, 0.7)[n_target - 1]
+def _sample_people(rng: np.random.Generator, h: int, w: int, layout: "Layout" = None) -> List[_Person]:
+    layout = LAYOUTS["classic"] if layout is None else layout
+    n_target = int(rng.choice(list(layout.people), p=list(layout.people_p)))
+    lo_frac, hi_frac = layout.height_frac[n_target - 1]
     people, boxes = [], []
     for _ in range(n_target):
-        height = rng.uniform(0.4, hi_frac) * h
+        height = rng.uniform(lo_frac, hi_frac) * h
         placed = False
         for _shrink in range(4):
             facing = 1 if rng.random() < 0.6 else -1
@@ -318,7 +407,7 @@ def _sample_people(rng: np.random.Generator, h: int, w: int) -> List[_Person]:
                 x0 = rng.uniform(-lo[0] - 0.08 * size[0], w - hi[0] + 0.08 * size[0])
                 y0 = rng.uniform(-lo[1] - 0.08 * size[1], h - hi[1] + 0.08 * size[1])
                 box = [lo[0] + x0, lo[1] + y0, hi[0] + x0, hi[1] + y0]
-                if any(_overlap(box, b) > 0.35 for b in boxes):
+                if any(_overlap(box, b) > layout.max_overlap for b in boxes):
                     continue
                 shift = np.array([x0, y0])
                 for p in person.parts:
@@ -337,19 +426,25 @@ def _sample_people(rng: np.random.Generator, h: int, w: int) -> List[_Person]:
 
 
 def render_synthetic_image(
-    rng: np.random.Generator, min_size: int = 128, max_size: int = 192, num_points: int = 100
+    rng: np.random.Generator, min_size: int = 128, max_size: int = 192, num_points: int = 100,
+    layout: str = "classic",
 ) -> Tuple[np.ndarray, List[Dict[str, Any]], Dict[str, np.ndarray]]:
-    """One image: (BGR uint8 image, COCO annotations without ids, dense maps I/U/V/owner at image size)."""
+    """One image: (BGR uint8 image, COCO annotations without ids, dense maps I/U/V/owner at image size).
+    `num_points`: DensePose points sampled per person (at most one per cell of its 256 x 256 box frame);
+    `layout`: a name of `LAYOUTS`."""
+    lay = get_layout(layout)
+    if num_points < 1:
+        raise ValueError(f"num_points must be >= 1, got {num_points}")
     short = int(rng.integers(min_size, max_size + 1))
     long_ = int(round(short * rng.uniform(1.0, 1.5)))
     h, w = (short, long_) if rng.random() < 0.6 else (long_, short)
-    people = _sample_people(rng, h, w)
+    people = _sample_people(rng, h, w, lay)
 
     ys, xs = np.mgrid[0:h, 0:w]
     lab, uu, vv, owner = _render(people, xs.ravel() + 0.5, ys.ravel() + 0.5)
     lab, uu, vv, owner = (a.reshape(h, w) for a in (lab, uu, vv, owner))
 
-    img = _background(rng, h, w)
+    img = _background(rng, h, w) if lay.background == "simple" else _background_rich(rng, h, w)
     fg = owner >= 0
     if fg.any():
         colors = np.stack([p.colors for p in people])  # (P, 25, 3)
@@ -402,6 +497,22 @@ def render_synthetic_image(
     return img, anns, dense
 
 
+def render_split_image(
+    root: Union[str, os.PathLike], split: str, image_id: int
+) -> Tuple[np.ndarray, List[Dict[str, Any]], Dict[str, np.ndarray]]:
+    """Image `image_id` (1-based, as in the JSON) of a generated split rendered again from the set's
+    manifest: (BGR image before JPEG, annotations, dense I/U/V/owner maps), e.g. the dense ground truth
+    of a validation picture without `save_dense` files."""
+    manifest = json.loads((Path(root) / "manifest.json").read_text())
+    if manifest.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError(f"{root}: generator version {manifest.get('generator_version')}, expected {GENERATOR_VERSION}")
+    if not 1 <= int(image_id) <= int(manifest[f"num_{split}"]):
+        raise ValueError(f"image_id {image_id} outside 1..{manifest[f'num_{split}']} of split '{split}'")
+    rng = np.random.default_rng([int(manifest["seed"]), _SPLIT_IDS[split], int(image_id) - 1])
+    return render_synthetic_image(rng, manifest["min_size"], manifest["max_size"],
+                                  manifest.get("points_per_person", 100), manifest.get("layout", "classic"))
+
+
 def synthetic_uv_symmetry_tables() -> Tuple[np.ndarray, np.ndarray]:
     """(U, V) tables (24, 256, 256) of the synthetic charts: identity, but V -> 1 - V on the torso."""
     u, v = DensePoseTransformData.identity_tables()
@@ -426,8 +537,14 @@ def generate_split(
     max_size: int = 192,
     save_dense: bool = False,
     image_ext: str = ".jpg",
+    points_per_person: int = 100,
+    layout: str = "classic",
 ) -> Dict[str, Any]:
-    """Write `num_images` images and the COCO JSON of one split; returns the JSON dict."""
+    """Write `num_images` images and the COCO JSON of one split; returns the JSON dict.
+    `points_per_person`: DensePose points per person (DensePose-COCO has ~100); `layout`: see `LAYOUTS`."""
+    get_layout(layout)
+    if not 1 <= points_per_person <= 256 * 256:
+        raise ValueError(f"points_per_person must be in 1..65536, got {points_per_person}")
     if not 8 <= min_size <= max_size:
         raise ValueError(f"need 8 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     if image_ext not in (".jpg", ".png"):
@@ -438,7 +555,7 @@ def generate_split(
     images, annotations = [], []
     for k in range(num_images):
         rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], k])
-        img, anns, dense = render_synthetic_image(rng, min_size, max_size)
+        img, anns, dense = render_synthetic_image(rng, min_size, max_size, points_per_person, layout)
         image_id = k + 1
         fname = f"{split}_{image_id:06d}{image_ext}"
         params = [cv2.IMWRITE_JPEG_QUALITY, 92] if image_ext == ".jpg" else []
@@ -476,8 +593,11 @@ def generate_synthetic_dataset(
     max_size: int = 192,
     save_dense: bool = False,
     image_ext: str = ".jpg",
+    points_per_person: int = 100,
+    layout: str = "classic",
 ) -> Path:
-    """Generate both splits, the synthetic UV symmetry .mat and a manifest under `output`."""
+    """Generate both splits, the synthetic UV symmetry .mat and a manifest under `output`.
+    The defaults make the original ("classic") set; `DEMO_PRESET` is the demo's."""
     t0 = time.time()
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
@@ -486,11 +606,13 @@ def generate_synthetic_dataset(
         manifest_path.unlink()  # invalid until the new set is complete
     stats = {}
     for split, n in (("train", num_train), ("val", num_val)):
-        data = generate_split(root, split, n, seed, min_size, max_size, save_dense, image_ext)
+        data = generate_split(root, split, n, seed, min_size, max_size, save_dense, image_ext, points_per_person,
+                              layout)
         stats[split] = {"images": len(data["images"]), "annotations": len(data["annotations"])}
     u, v = synthetic_uv_symmetry_tables()
     DensePoseTransformData.save(root / "UV_symmetry_transforms.mat", u.astype(np.float32), v.astype(np.float32))
-    manifest = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext)
+    manifest = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext, points_per_person,
+                         layout)
     manifest["stats"] = stats
     with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=1)
@@ -498,7 +620,8 @@ def generate_synthetic_dataset(
     return root
 
 
-def _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext) -> Dict[str, Any]:
+def _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext, points_per_person=100,
+              layout="classic") -> Dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
         "num_train": int(num_train),
@@ -508,6 +631,8 @@ def _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ex
         "max_size": int(max_size),
         "save_dense": bool(save_dense),
         "image_ext": image_ext,
+        "points_per_person": int(points_per_person),
+        "layout": layout,
     }
 
 
@@ -520,6 +645,8 @@ def ensure_synthetic_dataset(
     max_size: int = 192,
     save_dense: bool = False,
     image_ext: str = ".jpg",
+    points_per_person: int = 100,
+    layout: str = "classic",
 ) -> Path:
     """Return the synthetic dataset root, generating it first if it is missing, incomplete or was made
     with other parameters. `root` defaults to $DENSEPOSE_SYNTHETIC_ROOT or <DENSEPOSE_DATASETS>/synthetic
@@ -529,7 +656,7 @@ def ensure_synthetic_dataset(
 
         root = synthetic_root()
     root = Path(root)
-    want = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext)
+    want = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext, points_per_person, layout)
     manifest_path = root / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -543,4 +670,12 @@ def ensure_synthetic_dataset(
         if have == want and complete:
             return root
         logger.warning("Synthetic dataset at %s is incomplete or made with other parameters; regenerating", root)
-    return generate_synthetic_dataset(root, num_train, num_val, seed, min_size, max_size, save_dense, image_ext)
+    return generate_synthetic_dataset(root, num_train, num_val, seed, min_size, max_size, save_dense, image_ext,
+                                      points_per_person, layout)
+
+
+# The set `scripts/demo.sh` trains on: realistic image sizes, 1-3 people, cluttered backgrounds and dense
+# supervision (many more points per person than DensePose-COCO's ~100), same JSON format.
+DEMO_PRESET: Dict[str, Any] = dict(
+    num_train=400, num_val=50, seed=0, min_size=320, max_size=384, points_per_person=1000, layout="demo"
+)
