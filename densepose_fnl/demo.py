@@ -1,0 +1,224 @@
+"""The pictures and the summary of `scripts/demo.sh` (`tools/demo_report.py` calls `write_demo_report`).
+
+After training (OUTPUT_DIR with metrics.json, model_final.pth, its evaluation) and the int8 ONNX export,
+`write_demo_report` writes under `<output>/vis/`:
+
+* `compare.NNNN.png`: per validation image, the ground truth (the dense maps of the synthetic generator,
+  rendered again from the set's manifest) beside the PyTorch prediction: fine parts as colours, U and V
+  iso-lines, boxes; shortest side >= 512 px per panel;
+* `pytorch_vs_int8.png`: ground truth | PyTorch | int8 ONNX Runtime on the same images;
+* `learning_curve.png`: losses and validation AP vs iteration (metrics.json);
+* `pred_clip.mp4`: the int8 ONNX model's predictions over a clip of validation images, and its FPS on
+  this machine (model time per frame: pre-processing, ONNX Runtime, post-processing; drawing excluded);
+* `readme_figure.png`: a small (palette PNG) version of one comparison, for the README;
+* `summary.json`: the paths, the evaluation results and the FPS.
+"""
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["extract_chart_results", "write_demo_report", "palette_png", "format_summary"]
+
+
+def extract_chart_results(instances, min_score: float = 0.0):
+    """Instances of a predictor -> (boxes (N, 4), scores (N,), N DensePoseChartResult) with score >= min_score."""
+    from .postprocess.charts import densepose_chart_results
+    from .structures import DensePoseChartPredictorOutput
+
+    fields = instances.get_fields()
+    boxes = fields.get("pred_boxes")
+    if boxes is None or len(boxes) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), []
+    boxes = torch.as_tensor(getattr(boxes, "tensor", boxes)).detach().cpu().float().reshape(-1, 4)
+    scores = torch.as_tensor(fields["scores"]).detach().cpu().float().reshape(-1)
+    dp = fields["pred_densepose"]
+    results = densepose_chart_results(boxes, dp.to("cpu")) if isinstance(dp, DensePoseChartPredictorOutput) else [
+        r.to("cpu") for r in dp]
+    keep = [k for k in range(len(scores)) if float(scores[k]) >= min_score]
+    return boxes[keep].numpy(), scores[keep].numpy(), [results[k] for k in keep]
+
+
+def palette_png(image_bgr: np.ndarray, path: str, max_width: int = 720, colors: int = 96) -> int:
+    """Write a small PNG of `image_bgr` (downscaled to `max_width`, `colors`-colour palette); returns its
+    size in bytes."""
+    from PIL import Image
+
+    if image_bgr.shape[1] > max_width:
+        s = max_width / image_bgr.shape[1]
+        image_bgr = cv2.resize(image_bgr, (max_width, int(round(image_bgr.shape[0] * s))), interpolation=cv2.INTER_AREA)
+    pil = Image.fromarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+    pil.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    return os.path.getsize(path)
+
+
+def _load_results(path: Optional[str]) -> Dict[str, Any]:
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        res = json.load(f)
+    # {dataset: {task: {metric: value}}} -> the single dataset's tasks
+    return next(iter(res.values())) if len(res) == 1 and isinstance(next(iter(res.values())), dict) else res
+
+
+def _ap_line(tasks: Dict[str, Any]) -> str:
+    names = (("bbox", "box AP"), ("densepose_gps", "GPS AP"), ("densepose_gpsm", "GPSm AP"),
+             ("densepose_segm", "IOU AP"))  # fmt: skip
+    parts = [f"{label} {tasks[key]['AP']:.1f}" for key, label in names if key in tasks and "AP" in tasks[key]]
+    return ", ".join(parts) if parts else "(no evaluation found)"
+
+
+def _ground_truth(dataset_root: str, image_id: int):
+    from .data.synthetic import render_split_image
+    from .vis.compare import dense_chart_results
+
+    _, _, dense = render_split_image(dataset_root, "val", image_id)
+    return dense_chart_results(dense["I"], dense["U"], dense["V"], dense["owner"])
+
+
+def write_demo_report(
+    config_file: str,
+    weights: str,
+    dataset_root: str,
+    output_dir: str,
+    onnx_config: Optional[str] = None,
+    onnx_model: Optional[str] = None,
+    eval_results: Optional[str] = None,
+    onnx_eval_results: Optional[str] = None,
+    metrics: Optional[str] = None,
+    image_ids: Sequence[int] = (1, 2, 3, 4, 5, 6),
+    int8_image_ids: Sequence[int] = (1, 2),
+    video_frames: int = 30,
+    min_score: float = 0.5,
+    min_side: int = 512,
+    readme_figure: Optional[str] = None,
+    opts: Sequence[str] = (),
+) -> Dict[str, Any]:
+    """Write the demo pictures, video and summary (see the module docstring) into `output_dir`; returns
+    the summary dict. `onnx_*` optional (no int8 picture / video without them)."""
+    from .config import load_config
+    from .data.synthetic import synthetic_split_paths
+    from .engine.predictor import DefaultPredictor
+    from .vis.compare import add_title, chart_panel, fit_frame, side_by_side, stack_rows
+    from .vis.learning_curve import ap_table, plot_learning_curve, read_metrics
+
+    os.makedirs(output_dir, exist_ok=True)
+    img_dir, ann_file = synthetic_split_paths(dataset_root, "val")
+    with open(ann_file) as f:
+        files = {im["id"]: os.path.join(img_dir, im["file_name"]) for im in json.load(f)["images"]}
+    cfg = load_config(config_file, ["MODEL.WEIGHTS", weights, *opts])
+    torch_pred = DefaultPredictor(cfg)
+    ort_pred = None
+    if onnx_model:
+        from .export.ort_model import open_ort_predictor
+
+        ort_pred = open_ort_predictor(onnx_model, load_config(onnx_config or config_file, ["MODEL.WEIGHTS", onnx_model]))
+    summary: Dict[str, Any] = {"output_dir": output_dir, "pictures": [], "min_score": min_score}
+
+    def predict(pred, image):
+        t = time.perf_counter()
+        with torch.no_grad():
+            instances = pred(image)["instances"]
+        return extract_chart_results(instances, min_score), time.perf_counter() - t
+
+    # 1. ground truth | PyTorch, one picture per image
+    cache: Dict[int, Tuple[np.ndarray, Any, Any]] = {}
+    for n, image_id in enumerate(image_ids, start=1):
+        image = cv2.imread(files[image_id])
+        gt_boxes, gt_results = _ground_truth(dataset_root, image_id)
+        (boxes, scores, results), _ = predict(torch_pred, image)
+        gt_panel = chart_panel(image, gt_boxes, gt_results, None, f"ground truth (val image {image_id})", min_side)
+        pt_panel = chart_panel(image, boxes, results, scores, f"prediction: PyTorch ({len(results)} people)", min_side)
+        cache[image_id] = (image, gt_panel, pt_panel)
+        path = os.path.join(output_dir, f"compare.{n:04d}.png")
+        cv2.imwrite(path, side_by_side([gt_panel, pt_panel]))
+        summary["pictures"].append(path)
+
+    # 2. learning curve
+    if metrics and os.path.isfile(metrics):
+        path = os.path.join(output_dir, "learning_curve.png")
+        plot_learning_curve(metrics, path, title="Mobile Parsing R-CNN B from random init, synthetic DensePose")
+        summary["learning_curve"] = path
+        summary["ap_vs_iteration"] = ap_table(read_metrics(metrics))
+    summary["eval"] = _load_results(eval_results)
+
+    # 3. int8 ONNX beside PyTorch, and the video with the int8 model's FPS
+    if ort_pred is not None:
+        rows = []
+        for image_id in int8_image_ids:
+            if image_id in cache:
+                image, gt_panel, pt_panel = cache[image_id]
+            else:
+                image = cv2.imread(files[image_id])
+                gt_panel = chart_panel(image, *_ground_truth(dataset_root, image_id), None,
+                                       f"ground truth (val image {image_id})", min_side)
+                (b, s, r), _ = predict(torch_pred, image)
+                pt_panel = chart_panel(image, b, r, s, f"prediction: PyTorch ({len(r)} people)", min_side)
+            (b, s, r), _ = predict(ort_pred, image)
+            q_panel = chart_panel(image, b, r, s, f"prediction: int8 ONNX Runtime ({len(r)} people)", min_side)
+            rows.append(side_by_side([gt_panel, pt_panel, q_panel]))
+        path = os.path.join(output_dir, "pytorch_vs_int8.png")
+        cv2.imwrite(path, stack_rows(rows))
+        summary["pytorch_vs_int8"] = path
+        summary["eval_int8"] = _load_results(onnx_eval_results)
+
+        ids = sorted(files)[:video_frames]
+        predict(ort_pred, cv2.imread(files[ids[0]]))  # warm-up, not timed
+        times, width, height = [], 2 * 512 + 6, 512 + 30
+        path = os.path.join(output_dir, "pred_clip.mp4")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 4, (width, height))
+        for image_id in ids:
+            image = cv2.imread(files[image_id])
+            (b, s, r), dt = predict(ort_pred, image)
+            times.append(dt)
+            gt = chart_panel(image, *_ground_truth(dataset_root, image_id), None, "ground truth", 256)
+            q = chart_panel(image, b, r, s, f"int8 ONNX Runtime: {1.0 / dt:.1f} FPS", 256)
+            frame = side_by_side([fit_frame(gt, 512, 512 + 30), fit_frame(q, 512, 512 + 30)])
+            writer.write(frame)
+        writer.release()
+        summary["video"] = path
+        summary["video_frames"] = len(ids)
+        summary["int8_fps"] = len(times) / sum(times)
+        summary["int8_ms_per_image"] = 1000.0 * sum(times) / len(times)
+        summary["threads"] = torch.get_num_threads()
+
+    # 4. the README figure: the first int8 comparison row (or the first GT | PyTorch picture), small
+    if readme_figure:
+        first = cache[image_ids[0]]
+        big = cv2.imread(summary.get("pytorch_vs_int8", summary["pictures"][0]))
+        if "pytorch_vs_int8" in summary:  # first row only
+            big = big[: first[1].shape[0]]
+        summary["readme_figure"] = readme_figure
+        summary["readme_figure_bytes"] = palette_png(big, readme_figure)
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    return summary
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The demo's closing lines: where the pictures are, the AP reached and the int8 FPS."""
+    lines = []
+    if summary.get("eval"):
+        lines.append(f"PyTorch model on densepose_synthetic_val: {_ap_line(summary['eval'])}")
+    if summary.get("eval_int8"):
+        lines.append(f"int8 ONNX model on densepose_synthetic_val: {_ap_line(summary['eval_int8'])}")
+    for row in summary.get("ap_vs_iteration", []):
+        aps = ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k != "iteration")
+        lines.append(f"  after {row['iteration']:4d} iterations: {aps}")
+    lines.append("pictures (ground truth | PyTorch prediction): " + " ".join(summary.get("pictures", [])))
+    for key, label in (("pytorch_vs_int8", "ground truth | PyTorch | int8 ONNX"), ("learning_curve", "learning curve"),
+                       ("video", "video (ground truth | int8 ONNX)"), ("readme_figure", "README figure")):
+        if key in summary:
+            lines.append(f"{label}: {summary[key]}")
+    if "int8_fps" in summary:
+        lines.append(f"int8 ONNX Runtime on this machine: {summary['int8_fps']:.1f} FPS "
+                     f"({summary['int8_ms_per_image']:.0f} ms per image, {summary['threads']} threads, "
+                     f"{summary['video_frames']} validation images)")
+    return "\n".join(lines)
