@@ -29,8 +29,6 @@ def test_authors_configs_load_unchanged(shared_dir, name):
 def test_unsupported_variants_fail_clearly(shared_dir):
     base = shared_dir / "reference" / "authors_configs"
     off = ["MODEL.TIMMNETS.PRETRAINED", False]
-    with pytest.raises(NotImplementedError, match="UV_CONFIDENCE"):
-        build_model(load_config(str(base / "mobile_parsing_rcnn_b_wc2m_s3x.yaml"), off))
     with pytest.raises(NotImplementedError, match="CSE"):
         build_model(load_config(str(base / "mobile_parsing_rcnn_b_cse_s3x.yaml"), off))
 

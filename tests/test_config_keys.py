@@ -20,9 +20,8 @@ SHARED = REPO.parent / "shared"
 D2_CONFIGS = SHARED / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs"
 
 # keys read only when their feature is on; turning the feature on is read (and errors while unsupported)
-GATED = {"MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.": "MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.ENABLED",
-         "MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.": "MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.ENABLED",
-         "MODEL.ROI_DENSEPOSE_HEAD.CSE.": "MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME"}
+GATED = {"MODEL.ROI_DENSEPOSE_HEAD.CSE.": "MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME"}
+AUTHORS_CONFIGS = SHARED / "reference" / "authors_configs"
 
 
 def _leaves(node, prefix=""):
@@ -78,10 +77,13 @@ def keys_read(tmp_path_factory):
         check_supported(cfg)  # what load_config runs on every config
         verify_results(cfg, results)  # what train_net --eval-only runs
         DefaultPredictor(rec(TINY_CONFIG))(np.zeros((64, 80, 3), np.uint8))
-        # the other model families: ResNet + FPN, the Parsing R-CNN head, the DeepLab decoder, model A
+        # the other model families: ResNet + FPN, the Parsing R-CNN head, the DeepLab decoder, model A, and
+        # chart confidences (the authors' B-WC2M: UV indep_aniso + segm; detectron2's WC1: UV iid_iso)
         for path in (REPO / "configs/densepose_rcnn_R_50_FPN.yaml", REPO / "configs/parsing_rcnn_R_50_FPN.yaml",
                      REPO / "configs/mobile_parsing_rcnn_a.yaml", REPO / "configs/mobile_parsing_rcnn_b.yaml",
-                     D2_CONFIGS / "densepose_rcnn_R_50_FPN_DL_s1x.yaml"):
+                     D2_CONFIGS / "densepose_rcnn_R_50_FPN_DL_s1x.yaml",
+                     AUTHORS_CONFIGS / "mobile_parsing_rcnn_b_wc2m_s3x.yaml",
+                     D2_CONFIGS / "densepose_rcnn_R_50_FPN_WC1_s1x.yaml"):
             c = rec(path)
             build_lr_scheduler(c, build_optimizer(c, build_model(c)))
     finally:

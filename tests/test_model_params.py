@@ -77,3 +77,54 @@ def test_frozen_stem_and_first_blocks():
     frozen = {n for n, p in bottom_up.named_parameters() if not p.requires_grad}
     assert "conv_stem.weight" in frozen and "blocks.1.2.conv_pwl.weight" in frozen
     assert "blocks.2.0.conv_pw.weight" not in frozen
+
+
+def test_mobile_parsing_rcnn_b_wc2m_matches_authors_implementation(shared_dir):
+    # the authors' B-WC2M (UV confidence indep_aniso + segmentation confidence, 2 coarse channels): the
+    # predictor gains sigma_2 / kappa_u / kappa_v (25 ch.) and fine / coarse segm confidence (1 ch.) deconvs
+    cfg = load_config(str(shared_dir / "reference" / "authors_configs" / "mobile_parsing_rcnn_b_wc2m_s3x.yaml"),
+                      ["MODEL.TIMMNETS.PRETRAINED", False])
+    model = build_model(cfg)
+    assert parameters_by_block(model) == {
+        "backbone": 2_691_512, "neck": 147_918, "rpn": 37_903, "box_head": 92_678,
+        "densepose_head": 287_360, "densepose_predictor": 157_850}
+    assert count_parameters(model) == 3_415_221
+    rows = [line.rstrip("\n").split("\t") for line in
+            open(shared_dir / "reference" / "authors_mobile_parsing_rcnn_b_wc2m_state_dict_keys.tsv")
+            if not line.startswith("#")]
+    ref = {name: shape for name, shape, _ in rows}
+    assert len(ref) == 513
+    sd = model.state_dict()
+    assert {k: str(tuple(v.shape)) for k, v in sd.items()} == ref
+    params = {name for name, _ in model.named_parameters()}
+    assert {name for name, _, kind in rows if kind == "parameter"} <= params
+
+
+# detectron2 @02b5c4e + projects/DensePose, measured in the reference venv (sum of parameters of build_model)
+DETECTRON2_CHART_CONFIGS = {
+    "R_50_FPN_s1x": 63_821_090, "R_50_FPN_s1x_legacy": 59_731_247, "R_50_FPN_DL_s1x": 66_055_970,
+    "R_50_FPN_WC1_s1x": 64_025_915, "R_50_FPN_WC2_s1x": 64_435_565, "R_50_FPN_WC1M_s1x": 64_042_301,
+    "R_50_FPN_WC2M_s1x": 64_451_951, "R_50_FPN_DL_WC1_s1x": 66_260_795, "R_50_FPN_DL_WC2_s1x": 66_670_445,
+    "R_50_FPN_DL_WC1M_s1x": 66_277_181, "R_50_FPN_DL_WC2M_s1x": 66_686_831,
+    "R_101_FPN_s1x": 82_760_994, "R_101_FPN_s1x_legacy": 78_671_151, "R_101_FPN_DL_s1x": 84_995_874,
+    "R_101_FPN_WC1_s1x": 82_965_819, "R_101_FPN_WC2_s1x": 83_375_469, "R_101_FPN_WC1M_s1x": 82_982_205,
+    "R_101_FPN_WC2M_s1x": 83_391_855, "R_101_FPN_DL_WC1_s1x": 85_200_699, "R_101_FPN_DL_WC2_s1x": 85_610_349,
+    "R_101_FPN_DL_WC1M_s1x": 85_217_085, "R_101_FPN_DL_WC2M_s1x": 85_626_735,
+}
+
+
+def test_every_detectron2_chart_config_is_listed(shared_dir):
+    d2 = shared_dir / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs"
+    names = sorted(p.name[len("densepose_rcnn_"):-len(".yaml")] for p in d2.glob("densepose_rcnn_*.yaml"))
+    assert names == sorted(DETECTRON2_CHART_CONFIGS)
+
+
+@pytest.mark.parametrize("name,params", sorted(DETECTRON2_CHART_CONFIGS.items()))
+def test_detectron2_chart_configs_build_with_detectron2_parameter_counts(shared_dir, name, params):
+    path = shared_dir / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs" / f"densepose_rcnn_{name}.yaml"
+    model = build_model(load_config(str(path)))
+    assert count_parameters(model) == params
+    predictor = model.roi_heads.densepose_predictor
+    uv = {"WC1": ("sigma_2",), "WC2": ("sigma_2", "kappa_u", "kappa_v")}.get(name.split("_")[-2].rstrip("M"), ())
+    segm = ("fine_segm_confidence", "coarse_segm_confidence") if name.split("_")[-2].endswith("M") else ()
+    assert predictor.output_names == ("coarse_segm", "fine_segm", "u", "v") + uv + segm

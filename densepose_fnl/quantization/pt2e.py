@@ -188,9 +188,7 @@ class QuantizedModule(nn.Module):
     def forward(self, *args):
         out = self._run(*args)
         if self.kind == "densepose_predictor":
-            from ..structures import DensePoseChartPredictorOutput
-
-            return DensePoseChartPredictorOutput(*out)
+            return self.__dict__["float_module"].make_output(out)
         if self.kind in ("rpn_head", "box_predictor"):
             return tuple(out) if self.kind == "box_predictor" else (list(out[0]), list(out[1]))
         return out

@@ -1,5 +1,12 @@
-from .densepose import DensePoseChartPredictorOutput, DensePoseChartResult
+from .densepose import (
+    CONFIDENCE_NAMES,
+    DensePoseChartPredictorOutput,
+    DensePoseChartPredictorOutputWithConfidences,
+    DensePoseChartResult,
+    DensePoseChartResultWithConfidences,
+)
 from .instances import Instances
 from .shape_spec import ShapeSpec
 
-__all__ = ["DensePoseChartPredictorOutput", "DensePoseChartResult", "Instances", "ShapeSpec"]
+__all__ = ["CONFIDENCE_NAMES", "DensePoseChartPredictorOutput", "DensePoseChartPredictorOutputWithConfidences",
+           "DensePoseChartResult", "DensePoseChartResultWithConfidences", "Instances", "ShapeSpec"]

@@ -1,8 +1,21 @@
-"""DensePose result containers: raw predictor outputs per RoI, and per-person chart results."""
+"""DensePose result containers: raw predictor outputs per RoI, and per-person chart results.
+
+Chart confidences (Neverova et al., NeurIPS 2019; Sanakoyeu et al., CVPR 2020) extend both with the
+optional fields of detectron2's `decorate_predictor_output_class_with_confidences` /
+`DensePoseChartResultWithConfidences`: sigma_1, sigma_2, kappa_u, kappa_v, fine_segm_confidence,
+coarse_segm_confidence (None when the model does not estimate them)."""
 from dataclasses import dataclass, fields
-from typing import List, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
+
+# the confidence fields, in detectron2's order; a predictor outputs the enabled ones in this order
+CONFIDENCE_NAMES = ("sigma_1", "sigma_2", "kappa_u", "kappa_v", "fine_segm_confidence", "coarse_segm_confidence")
+CHART_NAMES = ("coarse_segm", "fine_segm", "u", "v")
+
+
+def _apply(value, fn):
+    return None if value is None else fn(value)
 
 
 @dataclass
@@ -22,21 +35,59 @@ class DensePoseChartPredictorOutput:
     def __len__(self) -> int:
         return self.coarse_segm.size(0)
 
+    def _map(self, fn) -> "DensePoseChartPredictorOutput":
+        return type(self)(**{f.name: _apply(getattr(self, f.name), fn) for f in fields(self)})
+
     def __getitem__(self, item: Union[int, slice, torch.Tensor]) -> "DensePoseChartPredictorOutput":
         if isinstance(item, int):
             item = slice(item, item + 1)
-        return DensePoseChartPredictorOutput(
-            *(getattr(self, f.name)[item] for f in fields(self))
-        )
+        return self._map(lambda t: t[item])
 
     def to(self, device) -> "DensePoseChartPredictorOutput":
-        return DensePoseChartPredictorOutput(*(getattr(self, f.name).to(device) for f in fields(self)))
+        return self._map(lambda t: t.to(device))
+
+    def tensors(self) -> Dict[str, torch.Tensor]:
+        """The fields that are set (not None), in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @staticmethod
     def cat(outputs: List["DensePoseChartPredictorOutput"]) -> "DensePoseChartPredictorOutput":
-        return DensePoseChartPredictorOutput(
-            *(torch.cat([getattr(o, f.name) for o in outputs], 0) for f in fields(DensePoseChartPredictorOutput))
-        )
+        cls = type(outputs[0])
+        return cls(**{f.name: (None if getattr(outputs[0], f.name) is None else
+                               torch.cat([getattr(o, f.name) for o in outputs], 0)) for f in fields(cls)})
+
+    @staticmethod
+    def from_tensors(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> "DensePoseChartPredictorOutput":
+        """The output holding `tensors` under `names` (the chart fields, then any confidence fields): the
+        class with confidences if any confidence is among them (a predictor's / an export's outputs)."""
+        named = dict(zip(names, tensors))
+        if len(named) != len(names) or len(names) != len(tensors):
+            raise ValueError(f"{len(tensors)} tensors for the names {list(names)}")
+        unknown = set(named) - set(CHART_NAMES) - set(CONFIDENCE_NAMES)
+        if unknown or any(n not in named for n in CHART_NAMES):
+            raise ValueError(f"not chart predictor output names: {list(names)}")
+        if any(n in named for n in CONFIDENCE_NAMES):
+            return DensePoseChartPredictorOutputWithConfidences(**named)
+        return DensePoseChartPredictorOutput(**named)
+
+
+@dataclass
+class DensePoseChartPredictorOutputWithConfidences(DensePoseChartPredictorOutput):
+    """Chart predictor output with confidences (detectron2's DensePoseChartPredictorOutputWithConfidences):
+
+    sigma_2, kappa_u, kappa_v: (N, 25, S, S) raw UV-confidence estimates (before softplus; detectron2
+        applies softplus + UV_CONFIDENCE.EPSILON in the loss, `uv_sigma` below does it for display);
+        sigma_2 for TYPE iid_iso, all three for indep_aniso; sigma_1 is never estimated (kept for the format);
+    fine_segm_confidence, coarse_segm_confidence: (N, 1, S, S) softplus(.) + SEGM_CONFIDENCE.EPSILON, by
+        which fine_segm / coarse_segm have already been multiplied.
+    """
+
+    sigma_1: Optional[torch.Tensor] = None
+    sigma_2: Optional[torch.Tensor] = None
+    kappa_u: Optional[torch.Tensor] = None
+    kappa_v: Optional[torch.Tensor] = None
+    fine_segm_confidence: Optional[torch.Tensor] = None
+    coarse_segm_confidence: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -52,4 +103,29 @@ class DensePoseChartResult:
     uv: torch.Tensor
 
     def to(self, device) -> "DensePoseChartResult":
-        return DensePoseChartResult(labels=self.labels.to(device), uv=self.uv.to(device))
+        return type(self)(**{f.name: _apply(getattr(self, f.name), lambda t: t.to(device)) for f in fields(self)})
+
+    def confidences(self) -> Dict[str, torch.Tensor]:
+        """The confidence maps this result carries (none for a plain result)."""
+        return {n: getattr(self, n) for n in CONFIDENCE_NAMES if getattr(self, n, None) is not None}
+
+
+@dataclass
+class DensePoseChartResultWithConfidences(DensePoseChartResult):
+    """A chart result with confidences over the box (detectron2's `DensePoseChartResultWithConfidences`),
+    each (H, W) float32: the per-part ones (sigma_2, kappa_u, kappa_v, raw as the predictor outputs them)
+    read from the channel of the pixel's part, 0 on the background; the segmentation confidences (one
+    channel) over the whole box."""
+
+    sigma_1: Optional[torch.Tensor] = None
+    sigma_2: Optional[torch.Tensor] = None
+    kappa_u: Optional[torch.Tensor] = None
+    kappa_v: Optional[torch.Tensor] = None
+    fine_segm_confidence: Optional[torch.Tensor] = None
+    coarse_segm_confidence: Optional[torch.Tensor] = None
+
+
+def uv_sigma(raw_sigma_2: torch.Tensor, epsilon: float = 0.01) -> torch.Tensor:
+    """The UV standard deviation sigma (in chart units) from the raw sigma_2 estimate: the loss models the
+    variance as softplus(raw) + epsilon (detectron2's IIDIsotropicGaussianUVLoss), sigma is its root."""
+    return torch.sqrt(torch.nn.functional.softplus(raw_sigma_2) + epsilon)

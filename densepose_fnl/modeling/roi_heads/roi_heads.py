@@ -183,8 +183,8 @@ class DensePoseROIHeads(nn.Module):
 
     def densepose_predictions(self, features: List[torch.Tensor], boxes: List[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         """The DensePose branch on the RoIs `boxes` (one (R_i, 4) tensor per image): the predictor's raw maps
-        as float tensors (`forward_tensors`), in the order of its output fields. Eager inference, the exported
-        graph and the int8 model all run this."""
+        as float tensors (`forward_tensors`), named by its `output_names` (the chart maps, then any
+        confidences). Eager inference, the exported graph and the int8 model all run this."""
         x = self.densepose_head(self.densepose_pooler(self._densepose_features(features), boxes))
         return tuple(t.float() for t in self.densepose_predictor.forward_tensors(x))
 
@@ -209,8 +209,8 @@ class DensePoseROIHeads(nn.Module):
         return self.densepose_losses(selected, outputs)
 
     def _forward_densepose_inference(self, features: List[torch.Tensor], instances: List[Instances]) -> None:
-        outputs = self.densepose_predictor.output_type(
-            *self.densepose_predictions(features, [i.pred_boxes for i in instances]))
+        outputs = self.densepose_predictor.make_output(
+            self.densepose_predictions(features, [i.pred_boxes for i in instances]))
         start = 0
         for inst in instances:
             n = len(inst)
