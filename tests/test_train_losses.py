@@ -172,3 +172,77 @@ def test_missing_segm_skips_coarse_loss_only():
     losses = _loss()([_inst([[0, 0, 4, 4]], [[0, 0, 4, 4]], dps)], out)
     assert losses["loss_densepose_S"].item() == 0.0
     assert losses["loss_densepose_I"].item() == pytest.approx(math.log(25))
+
+
+# ------------------------------------------------------------------ chart confidences (issue 14)
+def _conf_outputs(n, kappa=True, fill=0.0):
+    from densepose_fnl.structures import DensePoseChartPredictorOutputWithConfidences
+
+    def t(c, value=fill):
+        return torch.full((n, c, S, S), value, requires_grad=True)
+
+    extra = {"sigma_2": t(25, 0.0)}
+    if kappa:
+        extra.update(kappa_u=t(25, 0.0), kappa_v=t(25, 0.0))
+    return DensePoseChartPredictorOutputWithConfidences(t(2), t(25), t(25), t(25), **extra)
+
+
+def _conf_cfg(kind):
+    cfg = get_cfg()
+    h = cfg.MODEL.ROI_DENSEPOSE_HEAD
+    h.HEATMAP_SIZE = S
+    h.UV_CONFIDENCE.ENABLED, h.UV_CONFIDENCE.TYPE, h.UV_CONFIDENCE.EPSILON = True, kind, 0.05
+    h.POINT_REGRESSION_WEIGHTS = 0.5
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["iid_iso", "indep_aniso"])
+def test_uv_confidence_loss_is_the_summed_gaussian_nll(kind):
+    loss = DENSEPOSE_LOSS_REGISTRY.get("DensePoseChartWithConfidenceLoss").from_config(_conf_cfg(kind))
+    assert loss.uv_confidence == kind and loss.uv_confidence_epsilon == 0.05
+    # one point at grid (1.5, 0.5) of part 5, GT (0.2, 0.4); u = 0.5, v = 0.1, sigma_2 = 1, kappa = (0.3, -0.2)
+    dps = [_dp([96.0], [32.0], [5], [0.2], [0.4])]
+    out = _conf_outputs(1, kappa=kind == "indep_aniso")
+    with torch.no_grad():
+        out.u[0, 5], out.v[0, 5], out.sigma_2[0, 5] = 0.5, 0.1, 1.0
+        if kind == "indep_aniso":
+            out.kappa_u[0, 5], out.kappa_v[0, 5] = 0.3, -0.2
+    losses = loss([_inst([[0, 0, 4, 4]], [[0, 0, 4, 4]], dps)], out)
+    assert list(losses) == ["loss_densepose_S", "loss_densepose_I", "loss_densepose_UV"]
+    s2 = math.log1p(math.e) + 0.05
+    du, dv = 0.3, -0.3
+    if kind == "iid_iso":
+        nll = 0.5 * (math.log(2 * math.pi) + 2 * math.log(s2) + (du * du + dv * dv) / s2)
+    else:
+        r2, dr = 0.3 ** 2 + 0.2 ** 2, du * 0.3 + dv * -0.2
+        det = s2 * (s2 + r2)
+        nll = 0.5 * (math.log(2 * math.pi) + math.log(det) + (du * du + dv * dv) / s2 - dr * dr / det)
+    assert losses["loss_densepose_UV"].item() == pytest.approx(0.5 * nll, rel=1e-5)
+    losses["loss_densepose_UV"].backward()
+    assert out.sigma_2.grad[0, 5].abs().sum() > 0 and out.sigma_2.grad[0, 4].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", ["iid_iso", "indep_aniso"])
+def test_uv_confidence_fake_losses_reach_the_confidences(kind):
+    loss = DENSEPOSE_LOSS_REGISTRY.get("DensePoseChartWithConfidenceLoss").from_config(_conf_cfg(kind))
+    out = _conf_outputs(2, kappa=kind == "indep_aniso")
+    losses = loss([], out)
+    assert sorted(losses) == ["loss_densepose_I", "loss_densepose_S", "loss_densepose_UV"]
+    total = sum(losses.values())
+    assert total.item() == 0.0
+    total.backward()
+    names = ("sigma_2", "kappa_u", "kappa_v") if kind == "indep_aniso" else ("sigma_2",)
+    for name in ("u", "v") + names:
+        assert getattr(out, name).grad is not None
+
+
+def test_uv_confidence_loss_needs_the_confidence_outputs():
+    loss = DENSEPOSE_LOSS_REGISTRY.get("DensePoseChartWithConfidenceLoss").from_config(_conf_cfg("indep_aniso"))
+    dps = [_dp([96.0], [32.0], [5], [0.2], [0.4])]
+    with pytest.raises(ValueError, match="kappa_u"):
+        loss([_inst([[0, 0, 4, 4]], [[0, 0, 4, 4]], dps)], _conf_outputs(1, kappa=False))
+
+
+def test_plain_loss_name_ignores_confidences_as_detectron2():
+    loss = DENSEPOSE_LOSS_REGISTRY.get("DensePoseChartLoss").from_config(_conf_cfg("iid_iso"))
+    assert loss.uv_confidence is None and loss.loss_names[-2:] == ("loss_densepose_U", "loss_densepose_V")

@@ -36,7 +36,13 @@ dict per image (per frame for videos):
      "pred_boxes_XYXY": FloatTensor (N, 4),   # image pixels
      "pred_densepose": [                   # one per person, over its box (int-truncated size h x w)
          {"labels": ByteTensor (h, w),     # 0 = background, 1..24 = body part I
-          "uv": FloatTensor (2, h, w)},    # U = uv[0], V = uv[1], in [0, 1]
+          "uv": FloatTensor (2, h, w),     # U = uv[0], V = uv[1], in [0, 1]
+          # models with chart confidences (WC1 / WC2 / WC1M / WC2M) add, each FloatTensor (h, w):
+          #   "sigma_2" [, "kappa_u", "kappa_v"]: raw UV-confidence estimates of the pixel's part (0 on the
+          #       background), as detectron2's DensePoseChartResultWithConfidences; the UV variance is
+          #       softplus(sigma_2) + UV_CONFIDENCE.EPSILON (densepose_fnl.structures.densepose.uv_sigma);
+          #   "fine_segm_confidence", "coarse_segm_confidence": softplus(.) + SEGM_CONFIDENCE.EPSILON, whole box
+         },
          ...]}
 Load it (plain tensors only, no densepose_fnl needed):
     import torch
@@ -45,6 +51,7 @@ Load it (plain tensors only, no densepose_fnl needed):
         for box, dp in zip(entry["pred_boxes_XYXY"], entry["pred_densepose"]):
             labels, u, v = dp["labels"], dp["uv"][0], dp["uv"][1]
     # back to densepose_fnl structures: DensePoseChartResult(labels=dp["labels"].long(), uv=dp["uv"])
+    # (with confidences: DensePoseChartResultWithConfidences(labels=..., uv=..., sigma_2=dp["sigma_2"], ...))
 `--iuv-dir DIR` also writes `<stem>_IUV.png` and `<stem>_INDS.png` per image (`<stem>_<frame:06d>_...`
 per video frame) in the original DensePose (Detectron1 infer_simple) convention, see
 `densepose_fnl.postprocess.iuv` (all kept detections are drawn; INDS = rank in ascending score order
@@ -231,7 +238,8 @@ class DumpAction:
         entry["scores"] = scores.clone()
         entry["pred_boxes_XYXY"] = boxes.clone()
         entry["pred_densepose"] = [
-            {"labels": r.labels.to(torch.uint8).clone(), "uv": r.uv.float().clone()} for r in results
+            {"labels": r.labels.to(torch.uint8).clone(), "uv": r.uv.float().clone(),
+             **{name: c.float().clone() for name, c in r.confidences().items()}} for r in results
         ]
         self.entries.append(entry)
         if self.args.iuv_dir:
