@@ -75,6 +75,19 @@ def _ap_line(tasks: Dict[str, Any]) -> str:
     return ", ".join(parts) if parts else "(no evaluation found)"
 
 
+def _tasks_from_metrics(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """The last evaluation in metrics.json rows ({"bbox/AP": ..}) as {task: {metric: value}}."""
+    for row in reversed(rows):
+        tasks: Dict[str, Dict[str, float]] = {}
+        for key, value in row.items():
+            if key.count("/") == 1 and key.split("/")[0] in ("bbox", "densepose_gps", "densepose_gpsm", "densepose_segm"):
+                task, metric = key.split("/")
+                tasks.setdefault(task, {})[metric] = float(value)
+        if tasks:
+            return tasks
+    return {}
+
+
 def _ground_truth(dataset_root: str, image_id: int):
     from .data.synthetic import render_split_image
     from .vis.compare import dense_chart_results
@@ -106,7 +119,7 @@ def write_demo_report(
     from .config import load_config
     from .data.synthetic import synthetic_split_paths
     from .engine.predictor import DefaultPredictor
-    from .vis.compare import add_title, chart_panel, fit_frame, side_by_side, stack_rows
+    from .vis.compare import chart_panel, compare_grid, fit_frame, side_by_side, stack_rows
     from .vis.learning_curve import ap_table, plot_learning_curve, read_metrics
 
     os.makedirs(output_dir, exist_ok=True)
@@ -128,17 +141,16 @@ def write_demo_report(
             instances = pred(image)["instances"]
         return extract_chart_results(instances, min_score), time.perf_counter() - t
 
-    # 1. ground truth | PyTorch, one picture per image
+    # 1. ground truth | PyTorch, one picture per image (parts on top, U / V iso-lines below)
     cache: Dict[int, Tuple[np.ndarray, Any, Any]] = {}
     for n, image_id in enumerate(image_ids, start=1):
         image = cv2.imread(files[image_id])
-        gt_boxes, gt_results = _ground_truth(dataset_root, image_id)
+        gt = _ground_truth(dataset_root, image_id)
         (boxes, scores, results), _ = predict(torch_pred, image)
-        gt_panel = chart_panel(image, gt_boxes, gt_results, None, f"ground truth (val image {image_id})", min_side)
-        pt_panel = chart_panel(image, boxes, results, scores, f"prediction: PyTorch ({len(results)} people)", min_side)
-        cache[image_id] = (image, gt_panel, pt_panel)
+        cache[image_id] = (image, gt, (boxes, results, scores))
         path = os.path.join(output_dir, f"compare.{n:04d}.png")
-        cv2.imwrite(path, side_by_side([gt_panel, pt_panel]))
+        cv2.imwrite(path, compare_grid(image, [(f"ground truth (val image {image_id})", gt[0], gt[1], None),
+                                               (f"PyTorch ({len(results)} people)", boxes, results, scores)], min_side))
         summary["pictures"].append(path)
 
     # 2. learning curve
@@ -147,40 +159,44 @@ def write_demo_report(
         plot_learning_curve(metrics, path, title="Mobile Parsing R-CNN B from random init, synthetic DensePose")
         summary["learning_curve"] = path
         summary["ap_vs_iteration"] = ap_table(read_metrics(metrics))
-    summary["eval"] = _load_results(eval_results)
+    summary["eval"] = _load_results(eval_results) or (
+        _tasks_from_metrics(read_metrics(metrics)) if metrics and os.path.isfile(metrics) else {})
 
     # 3. int8 ONNX beside PyTorch, and the video with the int8 model's FPS
+    first_row = None
     if ort_pred is not None:
-        rows = []
+        pictures = []
         for image_id in int8_image_ids:
-            if image_id in cache:
-                image, gt_panel, pt_panel = cache[image_id]
-            else:
+            if image_id not in cache:
                 image = cv2.imread(files[image_id])
-                gt_panel = chart_panel(image, *_ground_truth(dataset_root, image_id), None,
-                                       f"ground truth (val image {image_id})", min_side)
                 (b, s, r), _ = predict(torch_pred, image)
-                pt_panel = chart_panel(image, b, r, s, f"prediction: PyTorch ({len(r)} people)", min_side)
-            (b, s, r), _ = predict(ort_pred, image)
-            q_panel = chart_panel(image, b, r, s, f"prediction: int8 ONNX Runtime ({len(r)} people)", min_side)
-            rows.append(side_by_side([gt_panel, pt_panel, q_panel]))
+                cache[image_id] = (image, _ground_truth(dataset_root, image_id), (b, r, s))
+            image, gt, (b, r, s) = cache[image_id]
+            (qb, qs, qr), _ = predict(ort_pred, image)
+            cols = [(f"ground truth (val image {image_id})", gt[0], gt[1], None),
+                    (f"PyTorch ({len(r)} people)", b, r, s), (f"int8 ONNX Runtime ({len(qr)} people)", qb, qr, qs)]
+            pictures.append(compare_grid(image, cols, min_side))
+            if first_row is None:
+                first_row = side_by_side([chart_panel(image, bb, rr, ss, t, min_side) for t, bb, rr, ss in cols])
         path = os.path.join(output_dir, "pytorch_vs_int8.png")
-        cv2.imwrite(path, stack_rows(rows))
+        cv2.imwrite(path, stack_rows(pictures, gap=14))
         summary["pytorch_vs_int8"] = path
         summary["eval_int8"] = _load_results(onnx_eval_results)
 
         ids = sorted(files)[:video_frames]
         predict(ort_pred, cv2.imread(files[ids[0]]))  # warm-up, not timed
-        times, width, height = [], 2 * 512 + 6, 512 + 30
+        times, side = [], 384
         path = os.path.join(output_dir, "pred_clip.mp4")
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 4, (width, height))
+        writer = None
         for image_id in ids:
             image = cv2.imread(files[image_id])
             (b, s, r), dt = predict(ort_pred, image)
             times.append(dt)
-            gt = chart_panel(image, *_ground_truth(dataset_root, image_id), None, "ground truth", 256)
-            q = chart_panel(image, b, r, s, f"int8 ONNX Runtime: {1.0 / dt:.1f} FPS", 256)
-            frame = side_by_side([fit_frame(gt, 512, 512 + 30), fit_frame(q, 512, 512 + 30)])
+            gt = chart_panel(image, *_ground_truth(dataset_root, image_id), None, "ground truth", side)
+            q = chart_panel(image, b, r, s, f"int8 ONNX Runtime, {1000.0 * dt:.0f} ms", side)
+            frame = side_by_side([fit_frame(gt, 640, 512), fit_frame(q, 640, 512)], background=(0, 0, 0))
+            if writer is None:
+                writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 3, (frame.shape[1], frame.shape[0]))
             writer.write(frame)
         writer.release()
         summary["video"] = path
@@ -189,14 +205,14 @@ def write_demo_report(
         summary["int8_ms_per_image"] = 1000.0 * sum(times) / len(times)
         summary["threads"] = torch.get_num_threads()
 
-    # 4. the README figure: the first int8 comparison row (or the first GT | PyTorch picture), small
+    # 4. the README figure: parts of ground truth | PyTorch (| int8 ONNX) on the first image, small
     if readme_figure:
-        first = cache[image_ids[0]]
-        big = cv2.imread(summary.get("pytorch_vs_int8", summary["pictures"][0]))
-        if "pytorch_vs_int8" in summary:  # first row only
-            big = big[: first[1].shape[0]]
+        if first_row is None:
+            image, gt, (b, r, s) = cache[image_ids[0]]
+            first_row = side_by_side([chart_panel(image, gt[0], gt[1], None, "ground truth", min_side),
+                                      chart_panel(image, b, r, s, "PyTorch", min_side)])
         summary["readme_figure"] = readme_figure
-        summary["readme_figure_bytes"] = palette_png(big, readme_figure)
+        summary["readme_figure_bytes"] = palette_png(first_row, readme_figure)
     with open(os.path.join(output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     return summary

@@ -121,3 +121,31 @@ def test_extract_chart_results_filters_by_score():
                            DensePoseChartResult(torch.ones(35, 25, dtype=torch.long), torch.zeros(2, 35, 25))]
     boxes, scores, results = extract_chart_results(inst, min_score=0.5)
     assert boxes.shape == (1, 4) and scores.tolist() == pytest.approx([0.9]) and len(results) == 1
+
+
+def test_part_palette_gives_each_part_its_colour():
+    from densepose_fnl.vis.compare import part_palette_lut
+    from densepose_fnl.vis.segmentation import FineSegmentationVisualizer
+
+    lut = part_palette_lut()
+    assert lut.shape == (256, 1, 3) and lut.dtype == np.uint8
+    labels = torch.arange(25).repeat(4, 1)  # one column per part index 0..24
+    image = np.zeros((4, 25, 3), np.uint8)
+    res = DensePoseChartResult(labels=labels, uv=torch.zeros(2, 4, 25))
+    out = FineSegmentationVisualizer(alpha=1.0, cmap=lut).visualize(image, np.array([[0, 0, 25, 4]]), [res])
+    colours = {tuple(out[0, k].tolist()) for k in range(1, 25)}
+    assert len(colours) == 24 and tuple(out[0, 0].tolist()) == (0, 0, 0)  # background left alone
+
+
+def test_compare_grid_layout():
+    from densepose_fnl.vis.compare import compare_grid
+
+    labels, u, v, owner = _scene()
+    image = np.full(labels.shape + (3,), 100, np.uint8)
+    boxes, results = dense_chart_results(labels, u, v, owner)
+    grid = compare_grid(image, [("gt", boxes, results, None), ("pred", boxes, results, np.array([0.9, 0.8]))], 512)
+    panel_h, panel_w = 512 + TITLE_HEIGHT, 683
+    assert grid.shape == (2 * panel_h + 6, 2 * panel_w + 6, 3)
+    # bottom row is drawn on the grey image: background pixels have equal channels
+    bottom = grid[panel_h + 6 + TITLE_HEIGHT:]
+    assert (bottom[5, 600, 0] == bottom[5, 600, 1] == bottom[5, 600, 2])

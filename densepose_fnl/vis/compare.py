@@ -6,8 +6,8 @@
     right = chart_panel(image, boxes, results, scores, title="prediction", min_side=512)
     cv2.imwrite("cmp.png", side_by_side([left, right]))
 
-A panel draws the existing visualizers (`dp_segm,dp_contour,bbox` by default: the fine part index I as
-colours, then the U and V iso-lines, then the boxes) on a copy of the image that is first upscaled so its
+A panel draws the existing visualizers (`dp_parts,bbox` by default: the fine part index I in 24
+distinct colours, then the boxes; `dp_contour` for the U and V iso-lines) on a copy of the image that is first upscaled so its
 shortest side is at least `min_side` (charts are resized with it: labels nearest, U / V bilinear, so the
 iso-lines stay one pixel wide at the output size), with a title strip on top.
 """
@@ -24,6 +24,27 @@ from .base import as_numpy
 TITLE_HEIGHT = 30
 TITLE_BG = (40, 40, 40)
 TITLE_FG = (240, 240, 240)
+
+
+def part_palette_lut() -> np.ndarray:
+    """An OpenCV user colormap (256, 1, 3) uint8 that gives each part index I = 1..24, drawn as
+    `I * 255 / 24` by `FineSegmentationVisualizer`, its own clearly distinct colour (hues 7/24 of a turn
+    apart, alternating brightness), so neighbouring parts never look alike."""
+    import colorsys
+
+    colors = np.zeros((25, 3), np.uint8)
+    for k in range(1, 25):
+        r, g, b = colorsys.hsv_to_rgb(((k * 7) % 24) / 24.0, 0.85 if k % 2 else 0.6, 1.0 if k % 2 else 0.75)
+        colors[k] = (int(255 * b), int(255 * g), int(255 * r))
+    values = np.arange(256, dtype=np.float64)
+    index = np.clip(np.ceil(values / (255.0 / 24) - 1e-6), 0, 24).astype(np.int64)  # the visualizer truncates
+    return colors[index].reshape(256, 1, 3)
+
+
+def _parts_visualizer(alpha: float = 0.85):
+    from .segmentation import FineSegmentationVisualizer
+
+    return FineSegmentationVisualizer(alpha=alpha, cmap=part_palette_lut())
 
 
 def dense_chart_results(
@@ -88,21 +109,40 @@ def chart_panel(
     scores=None,
     title: Optional[str] = None,
     min_side: int = 512,
-    spec: str = "dp_segm,dp_contour,bbox",
+    spec: str = "dp_parts,bbox",
+    gray: bool = False,
 ) -> np.ndarray:
-    """`image_bgr` upscaled so its shortest side is >= `min_side` (never downscaled), the charts drawn on
-    it with the visualizers of `spec`, and a title strip if `title`."""
+    """`image_bgr` upscaled so its shortest side is >= `min_side` (never downscaled; grey if `gray`), the
+    charts drawn on it with the visualizers of `spec` (names of `vis.VISUALIZERS`, or `dp_parts`: the
+    fine parts in the distinct colours of `part_palette_lut`), and a title strip if `title`."""
     scale = max(1.0, float(min_side) / float(min(image_bgr.shape[:2])))
     image = image_bgr
     if scale != 1.0:
         size = (int(round(image_bgr.shape[1] * scale)), int(round(image_bgr.shape[0] * scale)))
         image = cv2.resize(image_bgr, size, interpolation=cv2.INTER_LINEAR)
+    if gray:
+        image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     boxes, scaled = scale_chart_results(boxes_xyxy, results, scale)
+    image = image.copy()
     if len(scaled):
-        image = build_visualizer(spec).visualize(image, boxes, scaled, scores)
-    else:
-        image = image.copy()
+        for name in [n.strip() for n in spec.split(",") if n.strip()]:
+            vis = _parts_visualizer() if name == "dp_parts" else build_visualizer(name)
+            image = vis.visualize(image, boxes, scaled, scores)
     return add_title(image, title) if title else image
+
+
+def compare_grid(
+    image_bgr: np.ndarray,
+    columns: Sequence[Tuple[str, object, Sequence[DensePoseChartResult], object]],
+    min_side: int = 512,
+) -> np.ndarray:
+    """One picture comparing several chart sets on one image, e.g. ground truth and predictions: a column
+    per (title, boxes, results, scores), top row the fine parts (`dp_parts,bbox`), bottom row the U and V
+    iso-lines on the grey image (`dp_contour`)."""
+    top = [chart_panel(image_bgr, b, r, s, f"{t}: body parts I", min_side, "dp_parts,bbox") for t, b, r, s in columns]
+    bottom = [chart_panel(image_bgr, b, r, None, f"{t}: U, V iso-lines", min_side, "dp_contour", gray=True)
+              for t, b, r, s in columns]
+    return stack_rows([side_by_side(top), side_by_side(bottom)])
 
 
 def side_by_side(panels: Sequence[np.ndarray], gap: int = 6, background=(255, 255, 255)) -> np.ndarray:
@@ -144,5 +184,5 @@ def fit_frame(image_bgr: np.ndarray, width: int, height: int, background=(0, 0, 
     return frame
 
 
-__all__ = ["add_title", "chart_panel", "dense_chart_results", "fit_frame", "scale_chart_results", "side_by_side",
+__all__ = ["add_title", "chart_panel", "compare_grid", "part_palette_lut", "dense_chart_results", "fit_frame", "scale_chart_results", "side_by_side",
            "stack_rows"]
