@@ -120,3 +120,11 @@ def test_demo_preset_and_cli(tmp_path):
          "--points-per-person", "0"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "--points-per-person" in bad.stderr
+
+
+def test_workers_write_the_same_set(tmp_path):
+    kw = dict(num_train=3, num_val=1, seed=4, min_size=64, max_size=72, points_per_person=150, layout="demo")
+    a = generate_synthetic_dataset(tmp_path / "a", **kw)
+    b = generate_synthetic_dataset(tmp_path / "b", workers=2, **kw)
+    assert _load(a) == _load(b) and _load(a, "val") == _load(b, "val")
+    assert (a / "train" / "train_000003.jpg").read_bytes() == (b / "train" / "train_000003.jpg").read_bytes()

@@ -528,6 +528,25 @@ def synthetic_split_paths(root: Union[str, os.PathLike], split: str) -> Tuple[st
     return os.path.join(root, split), os.path.join(root, "annotations", f"densepose_synthetic_{split}.json")
 
 
+def _write_image(job: Tuple[Any, ...], k: int) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Render and write image k of a split: (its JSON image entry, its annotations without ids)."""
+    img_dir, split, seed, min_size, max_size, save_dense, image_ext, points_per_person, layout = job
+    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], k])
+    img, anns, dense = render_synthetic_image(rng, min_size, max_size, points_per_person, layout)
+    image_id = k + 1
+    fname = f"{split}_{image_id:06d}{image_ext}"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if image_ext == ".jpg" else []
+    if not cv2.imwrite(os.path.join(img_dir, fname), img, params):
+        raise OSError(f"cannot write image {os.path.join(img_dir, fname)}")
+    if save_dense:
+        np.savez_compressed(
+            os.path.join(img_dir, fname.rsplit(".", 1)[0] + "_dense.npz"),
+            I=dense["I"], U=(dense["U"] * 255).round().astype(np.uint8),
+            V=(dense["V"] * 255).round().astype(np.uint8), owner=dense["owner"].astype(np.int8),
+        )  # fmt: skip
+    return {"id": image_id, "file_name": fname, "height": img.shape[0], "width": img.shape[1]}, anns
+
+
 def generate_split(
     root: Union[str, os.PathLike],
     split: str,
@@ -539,9 +558,11 @@ def generate_split(
     image_ext: str = ".jpg",
     points_per_person: int = 100,
     layout: str = "classic",
+    workers: int = 1,
 ) -> Dict[str, Any]:
     """Write `num_images` images and the COCO JSON of one split; returns the JSON dict.
-    `points_per_person`: DensePose points per person (DensePose-COCO has ~100); `layout`: see `LAYOUTS`."""
+    `points_per_person`: DensePose points per person (DensePose-COCO has ~100); `layout`: see `LAYOUTS`;
+    `workers` > 1: images rendered by that many processes (same files)."""
     get_layout(layout)
     if not 1 <= points_per_person <= 256 * 256:
         raise ValueError(f"points_per_person must be in 1..65536, got {points_per_person}")
@@ -552,25 +573,19 @@ def generate_split(
     img_dir, json_path = synthetic_split_paths(root, split)
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    job = (os.fspath(img_dir), split, int(seed), min_size, max_size, save_dense, image_ext, points_per_person, layout)
+    if workers > 1 and num_images > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(int(workers), num_images)) as pool:
+            rendered = pool.starmap(_write_image, [(job, k) for k in range(num_images)], chunksize=8)
+    else:
+        rendered = [_write_image(job, k) for k in range(num_images)]
     images, annotations = [], []
-    for k in range(num_images):
-        rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], k])
-        img, anns, dense = render_synthetic_image(rng, min_size, max_size, points_per_person, layout)
-        image_id = k + 1
-        fname = f"{split}_{image_id:06d}{image_ext}"
-        params = [cv2.IMWRITE_JPEG_QUALITY, 92] if image_ext == ".jpg" else []
-        if not cv2.imwrite(os.path.join(img_dir, fname), img, params):
-            raise OSError(f"cannot write image {os.path.join(img_dir, fname)}")
-        if save_dense:
-            np.savez_compressed(
-                os.path.join(img_dir, fname.rsplit(".", 1)[0] + "_dense.npz"),
-                I=dense["I"], U=(dense["U"] * 255).round().astype(np.uint8),
-                V=(dense["V"] * 255).round().astype(np.uint8), owner=dense["owner"].astype(np.int8),
-            )  # fmt: skip
-        images.append({"id": image_id, "file_name": fname, "height": img.shape[0], "width": img.shape[1]})
+    for image, anns in rendered:  # in image order: the same JSON whatever the number of workers
+        images.append(image)
         for ann in anns:
-            ann = {"id": len(annotations) + 1, "image_id": image_id, **ann}
-            annotations.append(ann)
+            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], **ann})
     data = {
         "info": {"description": f"densepose_fnl synthetic DensePose-COCO ({split})", "version": GENERATOR_VERSION},
         "images": images,
@@ -595,9 +610,11 @@ def generate_synthetic_dataset(
     image_ext: str = ".jpg",
     points_per_person: int = 100,
     layout: str = "classic",
+    workers: int = 1,
 ) -> Path:
     """Generate both splits, the synthetic UV symmetry .mat and a manifest under `output`.
-    The defaults make the original ("classic") set; `DEMO_PRESET` is the demo's."""
+    The defaults make the original ("classic") set; `DEMO_PRESET` is the demo's. `workers`: rendering
+    processes (the files do not depend on it)."""
     t0 = time.time()
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
@@ -607,7 +624,7 @@ def generate_synthetic_dataset(
     stats = {}
     for split, n in (("train", num_train), ("val", num_val)):
         data = generate_split(root, split, n, seed, min_size, max_size, save_dense, image_ext, points_per_person,
-                              layout)
+                              layout, workers)
         stats[split] = {"images": len(data["images"]), "annotations": len(data["annotations"])}
     u, v = synthetic_uv_symmetry_tables()
     DensePoseTransformData.save(root / "UV_symmetry_transforms.mat", u.astype(np.float32), v.astype(np.float32))
@@ -647,6 +664,7 @@ def ensure_synthetic_dataset(
     image_ext: str = ".jpg",
     points_per_person: int = 100,
     layout: str = "classic",
+    workers: int = 1,
 ) -> Path:
     """Return the synthetic dataset root, generating it first if it is missing, incomplete or was made
     with other parameters. `root` defaults to $DENSEPOSE_SYNTHETIC_ROOT or <DENSEPOSE_DATASETS>/synthetic
@@ -671,7 +689,7 @@ def ensure_synthetic_dataset(
             return root
         logger.warning("Synthetic dataset at %s is incomplete or made with other parameters; regenerating", root)
     return generate_synthetic_dataset(root, num_train, num_val, seed, min_size, max_size, save_dense, image_ext,
-                                      points_per_person, layout)
+                                      points_per_person, layout, workers)
 
 
 # The set `scripts/demo.sh` trains on: realistic image sizes, 1-3 people, cluttered backgrounds and dense
