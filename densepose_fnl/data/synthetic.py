@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -78,6 +78,7 @@ class Layout:
     height_frac: Tuple[Tuple[float, float], ...]  # person height / image height range, per number of people
     max_overlap: float  # largest box overlap (intersection / smaller box) between two people
     background: str  # "simple": colour field + a few shapes; "rich": also floor, textures, clutter
+    palette_weight: float = 0.6  # part colour = w * fixed part colour + (1 - w) * random clothes / skin
 
 
 LAYOUTS: Dict[str, Layout] = {
@@ -85,7 +86,9 @@ LAYOUTS: Dict[str, Layout] = {
     "classic": Layout("classic", (1, 2, 3, 4), (0.35, 0.3, 0.2, 0.15),
                       ((0.4, 0.95), (0.4, 0.85), (0.4, 0.75), (0.4, 0.7)), 0.35, "simple"),
     # the demo's set: 1-3 larger people, less occlusion, cluttered textured backgrounds
-    "demo": Layout("demo", (1, 2, 3), (0.4, 0.35, 0.25), ((0.6, 0.95), (0.5, 0.85), (0.45, 0.75)), 0.25, "rich"),
+    # (clothes vary less, so each part keeps a recognisable colour: the parts are learnt in minutes)
+    "demo": Layout("demo", (1, 2, 3), (0.4, 0.35, 0.25), ((0.6, 0.95), (0.5, 0.85), (0.45, 0.75)), 0.25, "rich",
+                   palette_weight=0.8),
 }  # fmt: skip
 
 
@@ -158,7 +161,8 @@ def _mirror_skeleton(j: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
-def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, facing: int) -> _Person:
+def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, facing: int,
+                 palette_weight: float = 0.6) -> _Person:
     j = _skeleton(rng)
     tilt = float(rng.normal(0, 0.08))
     thickness = float(rng.uniform(0.85, 1.15))
@@ -172,7 +176,7 @@ def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, fa
     group[[5, 6]] = clothes[2]
     for lbl in (3, 4, 19, 20, 21, 22, 23, 24):
         group[lbl] = skin
-    colors = np.clip(0.6 * _PART_PALETTE + 0.4 * group, 0, 255)
+    colors = np.clip(palette_weight * _PART_PALETTE + (1.0 - palette_weight) * group, 0, 255)
     return _build_person(j, height, center, facing, tilt, thickness, colors)
 
 
@@ -399,7 +403,7 @@ def _sample_people(rng: np.random.Generator, h: int, w: int, layout: "Layout" = 
         placed = False
         for _shrink in range(4):
             facing = 1 if rng.random() < 0.6 else -1
-            person = _make_person(rng, height, np.zeros(2), facing)
+            person = _make_person(rng, height, np.zeros(2), facing, layout.palette_weight)
             lo, hi = _person_extent(person)
             size = hi - lo
             for _attempt in range(12 if size[0] <= 0.95 * w else 0):
@@ -650,6 +654,8 @@ def _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ex
         "image_ext": image_ext,
         "points_per_person": int(points_per_person),
         "layout": layout,
+        # the layout's parameters: a set made with another definition of the layout is regenerated
+        "layout_params": json.loads(json.dumps(asdict(get_layout(layout)))),
     }
 
 
