@@ -14,7 +14,8 @@ calibration / sample images (a raw random init gives no detections).
 Writes DIR/model.onnx (float32) or DIR/model_int8.onnx, and DIR/config.yaml (use it with
 `densepose_fnl.export.OrtPredictor` / `apply_net.py --runtime onnxruntime`). Graph: input `image`
 (1, 3, H, W) uint8 in INPUT.FORMAT, already resized (shortest edge), H, W >= 65; outputs boxes, scores,
-classes, coarse_segm, fine_segm, u, v in input pixels. Unless --no-verify, ONNX Runtime is run on the
+classes, coarse_segm, fine_segm, u, v (then, for chart-confidence models, their confidence maps: see
+`densepose_fnl.export.tensor_model`) in input pixels. Unless --no-verify, ONNX Runtime is run on the
 sample image and compared with PyTorch (float: same detections; int8: reported only). The graph is
 rewritten for ONNX Runtime's kernels (same outputs; docs/DEPLOYMENT.md) unless --no-ort-rewrites.
 Exit codes: 0 success, 2 bad command line / config / files.

@@ -15,6 +15,9 @@ class ComparisonReport:
     max_score_diff: float
     label_agreement: float  # fraction of box pixels whose part label (0 = background) is the same
     max_uv_diff: float  # max |dU|, |dV| over pixels where both give the same non-background part
+    # chart confidences (both with them): max difference of any confidence map over the pixels where both give
+    # the same part (per-part ones: the same non-background part); 0 for models without confidences
+    max_confidence_diff: float = 0.0
     box_iou_thresh: float = 0.99
     label_thresh: float = 0.99
     uv_thresh: float = 0.01
@@ -26,7 +29,9 @@ class ComparisonReport:
     def summary(self) -> str:
         return (f"{self.num_other}/{self.num_ref} detections, min box IoU {self.min_box_iou:.4f}, "
                 f"max |dscore| {self.max_score_diff:.2e}, part labels agree on {100 * self.label_agreement:.2f}% "
-                f"of pixels, max |dU|,|dV| {self.max_uv_diff:.2e} -> {'OK' if self.ok() else 'DIFFERENT'}")
+                f"of pixels, max |dU|,|dV| {self.max_uv_diff:.2e}"
+                + (f", max |dconfidence| {self.max_confidence_diff:.2e}" if self.max_confidence_diff else "")
+                + f" -> {'OK' if self.ok() else 'DIFFERENT'}")
 
 
 def compare_instances(ref, other) -> ComparisonReport:
@@ -41,7 +46,7 @@ def compare_instances(ref, other) -> ComparisonReport:
     # same integer box for both so the maps are resized identically (differences are then the maps')
     res_a = densepose_chart_results(ref.pred_boxes[:k], ref.pred_densepose[:k])
     res_b = densepose_chart_results(ref.pred_boxes[:k], other.pred_densepose[:k])
-    agree, total, uv = 0, 0, 0.0
+    agree, total, uv, conf = 0, 0, 0.0, 0.0
     for a, b in zip(res_a, res_b):
         same = a.labels == b.labels
         agree += int(same.sum())
@@ -49,4 +54,9 @@ def compare_instances(ref, other) -> ComparisonReport:
         fg = same & (a.labels > 0)
         if fg.any():
             uv = max(uv, (a.uv - b.uv).abs()[:, fg].max().item())
-    return ComparisonReport(n, m, iou.min().item(), score_diff, agree / max(total, 1), uv)
+        conf_b = b.confidences()
+        for name, ca in a.confidences().items():
+            where = fg if name in ("sigma_1", "sigma_2", "kappa_u", "kappa_v") else same
+            if name in conf_b and where.any():
+                conf = max(conf, (ca - conf_b[name]).abs()[where].max().item())
+    return ComparisonReport(n, m, iou.min().item(), score_diff, agree / max(total, 1), uv, max_confidence_diff=conf)

@@ -23,7 +23,7 @@ from .channels_last_flatten import flatten_channels_last
 from .int8_channel_padding import pad_int8_conv_channels
 from .int8_deconv_lowering import lower_int8_conv_transpose
 from .int8_early_quantize import quantize_before_data_movement
-from .tensor_model import OUTPUT_NAMES, DensePoseTensorModel
+from .tensor_model import DensePoseTensorModel
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
     """Write `model` (eval GeneralizedRCNN, float or with `quantization` sub-modules) to `output_path`.
 
     The graph: input `image` (1, 3, H, W) uint8 (float works too, same values) in INPUT.FORMAT, H, W >= 65;
-    outputs `OUTPUT_NAMES` (see `tensor_model`). `sample_image` (1, 3, H, W) only drives tracing.
+    outputs `tensor_model.output_names(model)` (OUTPUT_NAMES, then any chart confidences). `sample_image`
+    (1, 3, H, W) only drives tracing.
     `ort_rewrites`: flatten the box head's output channels-last (one layout transpose fewer); in an int8
     graph also pad conv channels for ONNX Runtime's fast int8 kernels, quantize pooled RoI features before
     they are concatenated / re-ordered, and turn the QDQ transposed convs into int8 convs + DepthToSpace (ORT
@@ -122,7 +123,7 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         ep = torch.export.export(wrapper, (sample_image,), dynamic_shapes={"image": {2: h, 3: w}}, strict=False)
         onnx_program = torch.onnx.export(ep, (sample_image,), dynamo=True, opset_version=opset,
-                                         input_names=["image"], output_names=list(OUTPUT_NAMES),
+                                         input_names=["image"], output_names=list(wrapper.output_names),
                                          optimize=True, verbose=False,
                                          custom_translation_table=custom_translations())
     proto = onnx_program.model_proto

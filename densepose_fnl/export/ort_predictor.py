@@ -1,8 +1,8 @@
 """OrtPredictor: DefaultPredictor's interface on an exported ONNX model run by ONNX Runtime.
 
 `OrtPredictor(onnx_path, cfg)(image_bgr HxWx3 uint8) -> {"instances": Instances}` with the same fields
-as the PyTorch predictor (pred_boxes, scores, pred_classes, pred_densepose = DensePoseChartPredictorOutput)
-in the original image's pixels. Outside the graph, as in DefaultPredictor: BGR -> INPUT.FORMAT, resize
+as the PyTorch predictor (pred_boxes, scores, pred_classes, pred_densepose = DensePoseChartPredictorOutput,
+with confidences for a WC1 / WC2 / WC1M / WC2M export) in the original image's pixels. Outside the graph, as in DefaultPredictor: BGR -> INPUT.FORMAT, resize
 to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (PIL bilinear) and, after the graph, `detector_postprocess`
 (boxes scaled back to the original size). In the graph: normalisation, padding to 32, the whole model.
 """
@@ -14,7 +14,7 @@ import torch
 
 from ..data.preprocess import preprocess_bgr_image
 from ..postprocess import detector_postprocess
-from ..structures import DensePoseChartPredictorOutput, Instances
+from ..structures import CONFIDENCE_NAMES, DensePoseChartPredictorOutput, Instances
 from ..structures.boxes import clip_boxes
 from .onnx_export import MIN_SIDE
 from .tensor_model import OUTPUT_NAMES
@@ -42,9 +42,13 @@ class OrtPredictor:
         self.input_format = cfg.INPUT.FORMAT
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
         self.session = make_session(onnx_path, num_threads)
-        names = [o.name for o in self.session.get_outputs()]
-        if tuple(names) != OUTPUT_NAMES:
-            raise ValueError(f"{onnx_path} is not a densepose_fnl export: outputs {names}, expected {OUTPUT_NAMES}")
+        names = tuple(o.name for o in self.session.get_outputs())
+        extra = names[len(OUTPUT_NAMES):]
+        if (names[:len(OUTPUT_NAMES)] != OUTPUT_NAMES or len(set(extra)) != len(extra)
+                or list(extra) != [n for n in CONFIDENCE_NAMES if n in extra]):
+            raise ValueError(f"{onnx_path} is not a densepose_fnl export: outputs {list(names)}, expected "
+                             f"{list(OUTPUT_NAMES)} (then chart confidences among {list(CONFIDENCE_NAMES)})")
+        self.output_names = names
         self.input_name = self.session.get_inputs()[0].name
 
     def preprocess(self, image_bgr: np.ndarray) -> Dict:
@@ -56,12 +60,13 @@ class OrtPredictor:
         x = image_chw.numpy()[None]
         if h < MIN_SIDE or w < MIN_SIDE:  # graph needs >= 65 px: pad (border features differ slightly)
             x = np.pad(x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))))
-        boxes, scores, classes, coarse, fine, u, v = (torch.from_numpy(np.asarray(o)) for o in
-                                                       self.session.run(None, {self.input_name: x}))
+        boxes, scores, classes, *maps = (torch.from_numpy(np.asarray(o)) for o in
+                                          self.session.run(None, {self.input_name: x}))
         if h < MIN_SIDE or w < MIN_SIDE:
             boxes = clip_boxes(boxes, h, w)
+        densepose = DensePoseChartPredictorOutput.from_tensors(self.output_names[3:], maps)
         return Instances((h, w), pred_boxes=boxes, scores=scores, pred_classes=classes.long(),
-                         pred_densepose=DensePoseChartPredictorOutput(coarse, fine, u, v))
+                         pred_densepose=densepose)
 
     def __call__(self, image_bgr: np.ndarray) -> Dict:
         inputs = self.preprocess(image_bgr)

@@ -16,7 +16,12 @@ A quantized model is exported by the same path: its dense sub-modules are swappe
 Outputs (R = number of detections, S = HEATMAP_SIZE), boxes in the coordinates of the input tensor:
   boxes (R, 4) float XYXY, scores (R,) float, classes (R,) int64,
   coarse_segm (R, 2|15, S, S), fine_segm (R, 25, S, S), u (R, 25, S, S), v (R, 25, S, S) float logits /
-  chart coordinates, exactly the fields of `DensePoseChartPredictorOutput`.
+  chart coordinates, exactly the fields of `DensePoseChartPredictorOutput`;
+  then, for a model with chart confidences (WC1 / WC2 / WC1M / WC2M), the confidence maps its predictor
+  outputs, in `CONFIDENCE_NAMES` order: sigma_2 (R, 25, S, S) [, kappa_u, kappa_v (R, 25, S, S)] raw, and
+  fine_segm_confidence, coarse_segm_confidence (R, 1, S, S) (the segmentation logits above are already
+  multiplied by them), the fields of `DensePoseChartPredictorOutputWithConfidences`.
+  `output_names(model)` lists a model's outputs (the predictor's `output_names` after the box outputs).
 Mapping the boxes back to the original image and turning the maps into per-person labels / UV
 (`postprocess.densepose_chart_results`) stay outside the graph (`export.OrtPredictor`), as after the
 eager model (`detector_postprocess`).
@@ -27,10 +32,17 @@ from torch import nn
 from ..modeling.meta_arch import normalize_and_pad
 
 OUTPUT_NAMES = ("boxes", "scores", "classes", "coarse_segm", "fine_segm", "u", "v")
+DETECTION_NAMES = OUTPUT_NAMES[:3]
+
+
+def output_names(model: nn.Module) -> tuple:
+    """The graph outputs of `model` (GeneralizedRCNN with DensePose): OUTPUT_NAMES, then its confidences."""
+    return DETECTION_NAMES + tuple(model.roi_heads.densepose_predictor.output_names)
 
 
 class DensePoseTensorModel(nn.Module):
-    """`forward(image (1, 3, H, W)) -> (boxes, scores, classes, coarse_segm, fine_segm, u, v)`.
+    """`forward(image (1, 3, H, W)) -> (boxes, scores, classes, coarse_segm, fine_segm, u, v[, confidences])`,
+    named by `output_names`.
 
     `model` is an eval-mode GeneralizedRCNN with DensePose on (float, or with quantized sub-modules)."""
 
@@ -39,6 +51,7 @@ class DensePoseTensorModel(nn.Module):
         if not getattr(model.roi_heads, "densepose_on", False):
             raise ValueError("Export needs MODEL.DENSEPOSE_ON")
         self.model = model
+        self.output_names = output_names(model)
 
     def forward(self, image: torch.Tensor):
         model = self.model
