@@ -21,8 +21,10 @@ thresholds, the RPN top-k and TEST.DETECTIONS_PER_IMAGE were baked into the grap
 them), while `--min_score` still drops the detections below it. Everything else is the same.
 
 show: VISUALIZATIONS is a comma-separated list of bbox, dp_segm, dp_u, dp_v, dp_contour,
-dp_iuv_texture (the latter needs `--texture_atlas FILE`, a 4 x 6 tile atlas such as DensePose's
-texture_from_SURREAL.png), drawn left to right on the grey picture (`--background color` keeps the
+dp_iuv_texture (needs `--texture_atlas FILE`, a 4 x 6 tile atlas such as DensePose's
+texture_from_SURREAL.png), dp_uv_confidence (models with UV confidences, e.g. B-WC2M: the per-pixel UV
+standard deviation as a heat map over each person, with a colour bar; see densepose_fnl.vis.uv_confidence),
+drawn left to right on the grey picture (`--background color` keeps the
 colours). One input: written to `--output` exactly (default outputres.png); several inputs: one file
 per input named `<output stem>.<NNNN><ext>` (NNNN = the input's 1-based position). A video input is
 written as an MP4 (mp4v) with the same frame count and frame rate (`.mp4` replaces an image extension).
@@ -270,7 +272,8 @@ class ShowAction:
         self.args = args
         self.n_inputs = n_inputs
         atlas = load_texture_atlas(args.texture_atlas) if args.texture_atlas else None
-        self.visualizer = build_visualizer(args.visualizations, texture_atlas=atlas)
+        self.visualizer = build_visualizer(args.visualizations, texture_atlas=atlas,
+                                           uv_confidence_epsilon=getattr(args, "uv_confidence_epsilon", 0.01))
         self.writer = None
         self.video_out = None
 
@@ -440,6 +443,7 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
     except ConfigError as e:
         print(f"apply_net: error: {e}", file=sys.stderr)
         return 1
+    args.uv_confidence_epsilon = float(cfg.MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.EPSILON)  # dp_uv_confidence
     paths, problem = list_inputs(args.input)
     if problem:
         report(args.input, problem)

@@ -1,7 +1,7 @@
 """Visualizers of DensePose chart results (numpy + OpenCV), one concern per module.
 
     from densepose_fnl.vis import build_visualizer
-    vis = build_visualizer("bbox,dp_contour")          # or dp_segm, dp_u, dp_v, dp_iuv_texture
+    vis = build_visualizer("bbox,dp_contour")   # or dp_segm, dp_u, dp_v, dp_iuv_texture, dp_uv_confidence
     picture = vis.visualize(image_bgr, boxes_xyxy, results, scores)
 """
 from typing import Callable, Dict, Optional
@@ -14,26 +14,31 @@ from .contour import ContourVisualizer
 from .segmentation import FineSegmentationVisualizer
 from .texture import TextureVisualizer, load_texture_atlas
 from .uv import UVisualizer, VVisualizer
+from .uv_confidence import UVConfidenceVisualizer
 
+# factories take the keyword options of build_visualizer (texture_atlas, uv_confidence_epsilon)
 VISUALIZERS: Dict[str, Callable[..., Visualizer]] = {
-    "bbox": lambda texture_atlas=None: BoundingBoxVisualizer(),
-    "dp_segm": lambda texture_atlas=None: FineSegmentationVisualizer(),
-    "dp_u": lambda texture_atlas=None: UVisualizer(),
-    "dp_v": lambda texture_atlas=None: VVisualizer(),
-    "dp_contour": lambda texture_atlas=None: ContourVisualizer(),
-    "dp_iuv_texture": lambda texture_atlas=None: TextureVisualizer(texture_atlas),
+    "bbox": lambda **kw: BoundingBoxVisualizer(),
+    "dp_segm": lambda **kw: FineSegmentationVisualizer(),
+    "dp_u": lambda **kw: UVisualizer(),
+    "dp_v": lambda **kw: VVisualizer(),
+    "dp_contour": lambda **kw: ContourVisualizer(),
+    "dp_iuv_texture": lambda texture_atlas=None, **kw: TextureVisualizer(texture_atlas),
+    "dp_uv_confidence": lambda uv_confidence_epsilon=0.01, **kw: UVConfidenceVisualizer(epsilon=uv_confidence_epsilon),
 }
 
 
-def build_visualizer(spec: str, texture_atlas: Optional[np.ndarray] = None) -> Visualizer:
-    """Comma-separated names of `VISUALIZERS` -> one visualizer (applied left to right)."""
+def build_visualizer(spec: str, texture_atlas: Optional[np.ndarray] = None,
+                     uv_confidence_epsilon: float = 0.01) -> Visualizer:
+    """Comma-separated names of `VISUALIZERS` -> one visualizer (applied left to right).
+    `uv_confidence_epsilon`: the model's MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.EPSILON (dp_uv_confidence)."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ValueError(f"no visualizer given; choose from {', '.join(sorted(VISUALIZERS))}")
     unknown = [n for n in names if n not in VISUALIZERS]
     if unknown:
         raise ValueError(f"unknown visualizer(s) {', '.join(unknown)}; choose from {', '.join(sorted(VISUALIZERS))}")
-    vis = [VISUALIZERS[n](texture_atlas=texture_atlas) for n in names]
+    vis = [VISUALIZERS[n](texture_atlas=texture_atlas, uv_confidence_epsilon=uv_confidence_epsilon) for n in names]
     return vis[0] if len(vis) == 1 else CompoundVisualizer(vis)
 
 
@@ -44,6 +49,7 @@ __all__ = [
     "FineSegmentationVisualizer",
     "MaskedColormapVisualizer",
     "TextureVisualizer",
+    "UVConfidenceVisualizer",
     "UVisualizer",
     "VISUALIZERS",
     "VVisualizer",
