@@ -247,3 +247,31 @@ def test_apply_net_dump_carries_the_confidences(tmp_path):
                            "coarse_segm_confidence"}
         for name, t in r.confidences().items():
             assert dp[name].dtype == torch.float32 and torch.equal(dp[name], t)
+
+
+def _leaves(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_repo_wc2m_configs_equal_the_authors(shared_dir):
+    from densepose_fnl.analysis.model_stats import count_parameters
+
+    ours = dict(_leaves(load_config(str(REPO / "configs" / "mobile_parsing_rcnn_b_wc2m_s3x.yaml"))))
+    theirs = dict(_leaves(load_config(str(shared_dir / "reference" / "authors_configs" /
+                                          "mobile_parsing_rcnn_b_wc2m_s3x.yaml"))))
+    differ = {k for k in set(ours) | set(theirs) if k.split(".")[0] in ("MODEL", "INPUT", "SOLVER")
+              and ours.get(k) != theirs.get(k)}
+    assert differ == {"MODEL.ROI_HEADS.NAME"}  # their MyDensePoseROIHeads is registered as our DensePoseROIHeads
+    for name in ("mobile_parsing_rcnn_b_wc2m_s3x_test_tuned.yaml", "synthetic/mobile_parsing_rcnn_b_wc2m_synthetic.yaml"):
+        cfg = load_config(str(REPO / "configs" / name), ["MODEL.TIMMNETS.PRETRAINED", False])
+        h = cfg.MODEL.ROI_DENSEPOSE_HEAD
+        assert (h.UV_CONFIDENCE.ENABLED, h.UV_CONFIDENCE.TYPE, h.SEGM_CONFIDENCE.ENABLED) == (True, "indep_aniso", True)
+        model = build_model(cfg)
+        # the synthetic config trains its (random-init) BN: BN scales / shifts become parameters there
+        want = 3_415_221 if "synthetic" not in name else 3_452_165
+        assert count_parameters(model) == want
+        assert count_parameters(model.roi_heads.densepose_predictor) == 157_850
