@@ -217,7 +217,9 @@ def timm_backbone_from_config(cfg, input_shape=None, feature_names=None) -> Timm
         norm=t.NORM,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         feature_location=t.FEATURE_LOCATION,
-        pretrained=t.PRETRAINED,
+        # MODEL.WEIGHTS (a complete checkpoint, loaded after building) overwrites ImageNet weights anyway:
+        # inference, evaluation and export from a checkpoint never look for them
+        pretrained=t.PRETRAINED and not cfg.MODEL.WEIGHTS,
         pretrained_file=t.PRETRAINED_FILE,
         scriptable=t.SCRIPTABLE,
         exportable=t.EXPORTABLE,
