@@ -68,6 +68,21 @@ _PART_PALETTE = np.array(
 )
 
 
+def _distinct_palette() -> np.ndarray:
+    """(25, 3) BGR float32: part k at hue (7 k mod 24) / 24 of a turn, alternating saturation / brightness,
+    so that any two parts (front / back, left / right) differ clearly in hue."""
+    import colorsys
+
+    out = np.zeros((25, 3), np.float32)
+    for k in range(1, 25):
+        r, g, b = colorsys.hsv_to_rgb(((k * 7) % 24) / 24.0, 0.85 if k % 2 else 0.6, 0.95 if k % 2 else 0.7)
+        out[k] = (255 * b, 255 * g, 255 * r)
+    return out
+
+
+_DISTINCT_PALETTE = _distinct_palette()
+
+
 @dataclass(frozen=True)
 class Layout:
     """How the images of a synthetic set are composed (`LAYOUTS`)."""
@@ -79,6 +94,8 @@ class Layout:
     max_overlap: float  # largest box overlap (intersection / smaller box) between two people
     background: str  # "simple": colour field + a few shapes; "rich": also floor, textures, clutter
     palette_weight: float = 0.6  # part colour = w * fixed part colour + (1 - w) * random clothes / skin
+    palette: str = "classic"  # fixed part colours: "classic" (`_PART_PALETTE`: front and back parts of a
+    # limb or the torso differ only slightly) or "distinct" (`_DISTINCT_PALETTE`: 24 far-apart hues)
 
 
 LAYOUTS: Dict[str, Layout] = {
@@ -86,9 +103,10 @@ LAYOUTS: Dict[str, Layout] = {
     "classic": Layout("classic", (1, 2, 3, 4), (0.35, 0.3, 0.2, 0.15),
                       ((0.4, 0.95), (0.4, 0.85), (0.4, 0.75), (0.4, 0.7)), 0.35, "simple"),
     # the demo's set: 1-3 larger people, less occlusion, cluttered textured backgrounds
-    # (clothes vary less, so each part keeps a recognisable colour: the parts are learnt in minutes)
+    # (distinct part colours, less diluted by the clothes: a person seen from the back is the mirror image
+    # of one seen from the front, so colour is the only cue to the front / back parts; parts learn fast)
     "demo": Layout("demo", (1, 2, 3), (0.4, 0.35, 0.25), ((0.6, 0.95), (0.5, 0.85), (0.45, 0.75)), 0.25, "rich",
-                   palette_weight=0.8),
+                   palette_weight=0.8, palette="distinct"),
 }  # fmt: skip
 
 
@@ -162,7 +180,7 @@ def _mirror_skeleton(j: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 
 def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, facing: int,
-                 palette_weight: float = 0.6) -> _Person:
+                 palette_weight: float = 0.6, palette: str = "classic") -> _Person:
     j = _skeleton(rng)
     tilt = float(rng.normal(0, 0.08))
     thickness = float(rng.uniform(0.85, 1.15))
@@ -176,7 +194,8 @@ def _make_person(rng: np.random.Generator, height: float, center: np.ndarray, fa
     group[[5, 6]] = clothes[2]
     for lbl in (3, 4, 19, 20, 21, 22, 23, 24):
         group[lbl] = skin
-    colors = np.clip(palette_weight * _PART_PALETTE + (1.0 - palette_weight) * group, 0, 255)
+    fixed = _DISTINCT_PALETTE if palette == "distinct" else _PART_PALETTE
+    colors = np.clip(palette_weight * fixed + (1.0 - palette_weight) * group, 0, 255)
     return _build_person(j, height, center, facing, tilt, thickness, colors)
 
 
@@ -403,7 +422,7 @@ def _sample_people(rng: np.random.Generator, h: int, w: int, layout: "Layout" = 
         placed = False
         for _shrink in range(4):
             facing = 1 if rng.random() < 0.6 else -1
-            person = _make_person(rng, height, np.zeros(2), facing, layout.palette_weight)
+            person = _make_person(rng, height, np.zeros(2), facing, layout.palette_weight, layout.palette)
             lo, hi = _person_extent(person)
             size = hi - lo
             for _attempt in range(12 if size[0] <= 0.95 * w else 0):
