@@ -17,25 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densepose_fnl.evaluation import (  # noqa: E402
-    EvalDataMissingError,
-    GeodesicEvalData,
-    evaluate_boxes,
-    evaluate_densepose,
-    load_coco,
-    resolve_eval_data_dir,
-)
-
-
-def evaluate_results_file(gt, results, eval_data=None, min_iou_threshold=0.5, cache_dir=None, densepose=True, print_fn=print):
-    coco = load_coco(gt)
-    with open(results, "r") as f:
-        predictions = json.load(f)
-    out = {"bbox": evaluate_boxes(coco, predictions, print_fn=print_fn)}
-    if densepose:
-        geodesics = GeodesicEvalData(resolve_eval_data_dir(eval_data), cache_dir)
-        out.update(evaluate_densepose(coco, predictions, geodesics, min_iou_threshold, print_fn=print_fn))
-    return out
+from densepose_fnl.evaluation import EvalDataMissingError  # noqa: E402
+from densepose_fnl.evaluation.results_file import MalformedFileError, evaluate_results_file  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,8 +36,8 @@ def main(argv=None) -> int:
         res = evaluate_results_file(
             args.gt, args.results, args.eval_data, args.min_iou_threshold, args.cache_dir, not args.no_densepose
         )
-    except EvalDataMissingError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (EvalDataMissingError, MalformedFileError) as e:
+        print(f"evaluate_results.py: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(res, indent=2))
     if args.output:
