@@ -77,8 +77,16 @@ def test_builtin_names_registered():
         "coco/val2014", "coco/annotations/densepose_minival2014.json")  # fmt: skip
 
 
+def _images(folder, names=("a.jpg", "b.jpg", "c.jpg")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (folder / n).write_bytes(b"")  # the loader only checks that they exist
+    return str(folder)
+
+
 def test_load_json_to_dataset_dicts(tmp_path, caplog):
     f = _write(tmp_path, coco_json(categories=[{"id": 1, "name": "person"}, {"id": 7, "name": "other"}]))
+    _images(tmp_path / "imgs")
     with caplog.at_level(logging.WARNING):
         dicts = load_densepose_coco_json(f, str(tmp_path / "imgs"), "_t_json")
     assert [d["image_id"] for d in dicts] == [1, 2, 3]  # sorted
@@ -95,6 +103,14 @@ def test_load_json_to_dataset_dicts(tmp_path, caplog):
     meta = MetadataCatalog.get("_t_json")
     assert meta.thing_classes == ["person", "other"] and meta.thing_dataset_id_to_contiguous_id == {1: 0, 7: 1}
     MetadataCatalog.remove("_t_json")
+
+
+def test_images_missing_on_disk_are_an_error_naming_count_and_first(tmp_path):
+    f = _write(tmp_path, coco_json())
+    _images(tmp_path / "imgs", ("a.jpg", "c.jpg"))
+    with pytest.raises(FileNotFoundError, match=r"'mine': 1 of 3 images of .*ann\.json are not on disk under "
+                                                r".*imgs \(first: .*b\.jpg\)"):
+        load_densepose_coco_json(f, str(tmp_path / "imgs"), "mine")
 
 
 def test_missing_and_malformed_json(tmp_path):
@@ -130,6 +146,7 @@ def test_builtin_coco_paths_follow_env(tmp_path, monkeypatch):
         DatasetCatalog.get("densepose_coco_2014_minival_100")
     (tmp_path / "coco" / "annotations").mkdir(parents=True)
     _write(tmp_path / "coco" / "annotations", coco_json(), "densepose_minival2014_100.json")
+    _images(tmp_path / "coco" / "val2014")
     dicts = DatasetCatalog.get("densepose_coco_2014_minival_100")
     assert dicts[0]["file_name"] == str(tmp_path / "coco" / "val2014" / "a.jpg")
     meta = MetadataCatalog.get("densepose_coco_2014_minival_100")

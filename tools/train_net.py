@@ -41,6 +41,7 @@ def setup(args):
     from densepose_fnl.engine import default_setup
 
     cfg = load_config(args.config_file, args.opts or [])
+    cfg.DATASETS.REGISTER = tuple(cfg.DATASETS.REGISTER) + tuple(args.dataset)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -38,6 +38,8 @@ _C.INPUT.ROTATION_ANGLES = [0]
 # ---------------------------------------------------------------------------- datasets
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()
+# your own COCO-DensePose JSONs: "NAME=ANN.json:IMAGES/" entries, registered before the datasets are used
+_C.DATASETS.REGISTER = ()
 _C.DATASETS.PROPOSAL_FILES_TRAIN = ()
 _C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN = 2000
 _C.DATASETS.TEST = ()

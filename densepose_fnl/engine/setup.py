@@ -26,7 +26,9 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
             "  evaluate:  tools/train_net.py --config-file C --eval-only MODEL.WEIGHTS output/model_final.pth\n"
             "  exported:  tools/train_net.py --config-file C --eval-only --runtime onnxruntime "
             "MODEL.WEIGHTS model.onnx\n"
-            "  2 procs:   tools/train_net.py --config-file C --num-gpus 2   (processes on CPU, GPUs with CUDA)\n"),
+            "  2 procs:   tools/train_net.py --config-file C --num-gpus 2   (processes on CPU, GPUs with CUDA)\n"
+            "  own data:  tools/train_net.py --config-file C --dataset mine=ann.json:images/ "
+            "DATASETS.TRAIN '(\"mine\",)'\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
     p.add_argument("--resume", action="store_true",
@@ -45,6 +47,9 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     p.add_argument("--runtime", choices=["pytorch", "onnxruntime"], default="pytorch",
                    help="with --eval-only: pytorch (default) evaluates a checkpoint; onnxruntime evaluates "
                         "MODEL.WEIGHTS = an ONNX file from tools/export_model.py with ONNX Runtime (one process)")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=ANN.json:IMAGES/",
+                   help="register your own COCO-DensePose JSON as dataset NAME (repeatable; appended to "
+                        "DATASETS.REGISTER), then use it in DATASETS.TRAIN / DATASETS.TEST")
     p.add_argument("--log-period", type=int, default=20, help="iterations between log lines / metrics.json rows")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                    help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01")

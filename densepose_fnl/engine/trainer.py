@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import modeling  # noqa: F401  (registers the model blocks)
 from ..checkpoint import DensePoseCheckpointer
+from ..data.datasets import register_datasets_from_config
 from ..modeling import build_model
 from ..modeling import losses as _losses  # noqa: F401  (registers the DensePose losses)
 from ..solver import amp_enabled, build_gradient_clipper, build_lr_scheduler, build_optimizer
@@ -65,6 +66,7 @@ class DefaultTrainer(SimpleTrainer):
 
     def __init__(self, cfg, model: Optional[nn.Module] = None, log_period: int = 20):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        register_datasets_from_config(cfg)
         if model is None:
             model = build_model(cfg)
         model.train()
@@ -142,6 +144,7 @@ class DefaultTrainer(SimpleTrainer):
         from ..evaluation import inference_on_dataset
         from ..evaluation.testing import print_results_tables
 
+        register_datasets_from_config(cfg)
         results: "OrderedDict[str, Any]" = OrderedDict()
         for name in cfg.DATASETS.TEST:
             loader = cls.build_test_loader(cfg, name)

@@ -7,6 +7,7 @@ from .builtin import (
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .coco import datasets_root, load_densepose_coco_json
+from .register import parse_dataset_spec, register_datasets_from_config, register_densepose_coco_json
 
 register_builtin_datasets(replace=False)
 
@@ -18,6 +19,9 @@ __all__ = [
     "MetadataCatalog",
     "datasets_root",
     "load_densepose_coco_json",
+    "parse_dataset_spec",
+    "register_datasets_from_config",
+    "register_densepose_coco_json",
     "register_builtin_datasets",
     "synthetic_root",
     "uv_symmetry_default_path",

@@ -4,7 +4,8 @@ Error policy (also in datasets/README.md):
   errors (ValueError / FileNotFoundError naming the file, image id and annotation id):
     missing or unreadable JSON, JSON without images/annotations/categories, an annotation without a
     bbox, inconsistent DensePose fields (unequal dp_* lengths, part of the dp_* keys, I outside 1..24,
-    U/V outside [0, 1], dp_masks not 14 entries or a malformed entry);
+    U/V outside [0, 1], dp_masks not 14 entries or a malformed entry), images that are not on disk
+    (their people would count as missed detections in evaluation and train nothing: a wrong result);
   logged skips (one warning with the count per file):
     annotations with a degenerate box (w or h <= 0), annotations of an unknown image id,
     duplicate annotation ids (kept, only reported).
@@ -83,8 +84,6 @@ def load_densepose_coco_json(
             json_file=json_file,
             image_root=image_root,
         )
-    if not os.path.isdir(image_root):
-        logger.warning("Dataset '%s': image folder %s does not exist (images are read lazily)", name, image_root)
 
     img_ids = sorted(coco.imgs.keys())
     known_images = set(img_ids)
@@ -132,6 +131,10 @@ def load_densepose_coco_json(
             objs.append(obj)
         record["annotations"] = objs
         records.append(record)
+    absent = [r["file_name"] for r in records if not os.path.isfile(r["file_name"])]
+    if absent:
+        raise FileNotFoundError(f"Dataset '{name}': {len(absent)} of {len(records)} images of {json_file} are not "
+                                f"on disk under {image_root} (first: {absent[0]})")
     if degenerate:
         logger.warning("%s: skipped %d annotation(s) with an empty box (w or h <= 0)", json_file, degenerate)
     if orphan:
