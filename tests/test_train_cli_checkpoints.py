@@ -12,8 +12,8 @@ import torch
 from _train_helpers import REPO, TINY_CONFIG
 
 
-def _eval_only(weights, out):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", TINY_CONFIG,
+def _eval_only(weights, out, *flags):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", TINY_CONFIG, *flags,
                            "--eval-only", "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out)],
                           capture_output=True, text=True, timeout=300)
 
@@ -55,3 +55,14 @@ def test_bad_checkpoint_is_one_line(tmp_path, kind, reason):
         assert "trust" not in last
     if kind == "code":
         assert "trust" in last
+
+
+def test_trust_checkpoint_flag_lets_a_code_carrying_file_load(tmp_path):
+    """--trust-checkpoint (a flag, not an environment variable) runs the pickle: the file then loads and is
+    rejected only for what it holds (no weights of this model)."""
+    path = tmp_path / "model.pkl"
+    _write("code", path)
+    proc = _eval_only(path, tmp_path / "out", "--trust-checkpoint")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: {path}: ") and "refused global" not in last, last

@@ -343,6 +343,8 @@ def create_argument_parser() -> argparse.ArgumentParser:
         p.add_argument("model", metavar="<model>",
                        help="Model file (sets MODEL.WEIGHTS): a checkpoint, or an .onnx with --runtime onnxruntime")
         p.add_argument("input", metavar="<input>", help="Image, folder, glob pattern or video")
+        p.add_argument("--trust-checkpoint", action="store_true",
+                       help="load checkpoints that carry pickled code (objects beyond tensors / numbers / strings): only for files you trust")
     show.add_argument(
         "visualizations", metavar="<visualizations>",
         help=f"Comma separated list of visualizations, possible values: [{','.join(sorted(VISUALIZERS))}]",
@@ -437,6 +439,9 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
     logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbosity, 2)])
     if args.runtime == "onnxruntime":
         warn_baked_options(args)
+    from densepose_fnl.checkpoint import trust_checkpoints
+
+    trust_checkpoints(args.trust_checkpoint)
 
     try:
         cfg = setup_config(args)

@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--calib-count", type=int, default=16)
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load checkpoints that carry pickled code (objects beyond tensors / numbers / strings): only for files you trust")
     p.add_argument("--no-ort-rewrites", action="store_true",
                    help="skip the graph rewrites for ONNX Runtime's kernels (same outputs; for comparisons)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -63,6 +65,9 @@ def _image_list(pattern, limit):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from densepose_fnl.checkpoint import trust_checkpoints
+
+    trust_checkpoints(args.trust_checkpoint)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     logging.getLogger("onnxscript").setLevel(logging.WARNING)

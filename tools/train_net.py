@@ -37,9 +37,11 @@ class ModelFileError(Exception):
 
 
 def setup(args):
+    from densepose_fnl.checkpoint import trust_checkpoints
     from densepose_fnl.config import load_config
     from densepose_fnl.engine import default_setup
 
+    trust_checkpoints(args.trust_checkpoint)
     cfg = load_config(args.config_file, args.opts or [])
     cfg.DATASETS.REGISTER = tuple(cfg.DATASETS.REGISTER) + tuple(args.dataset)
     cfg.freeze()
@@ -141,7 +143,7 @@ def weights_problem(cfg, args):
         from densepose_fnl.checkpoint.formats import load_checkpoint_file
 
         try:
-            load_checkpoint_file(weights)
+            load_checkpoint_file(weights, trusted=args.trust_checkpoint)
         except FileNotFoundError:
             return f"{weights}: checkpoint not found"
         except CheckpointLoadError as e:

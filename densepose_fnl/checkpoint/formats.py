@@ -14,8 +14,9 @@ in the file. We only ever need tensors, numpy arrays, numbers, strings and conta
 
 A file that needs anything else (a pickled config object, a custom class, ...) fails with a
 `CheckpointLoadError` naming the refused global. If you trust where the file came from, pass
-`trusted=True` (or set DENSEPOSE_FNL_TRUST_CHECKPOINTS=1, or use `tools/convert_checkpoint.py --trust`
-once to rewrite it as a tensors-only file).
+`trusted=True` (the tools: `--trust-checkpoint`, which calls `trust_checkpoints()`), or use
+`tools/convert_checkpoint.py --trust` once to rewrite it as a tensors-only file. A safety switch is a
+command-line flag, never an environment variable: it must not stay on, unseen, for later commands.
 """
 import codecs
 import collections
@@ -31,7 +32,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TRUST_ENV = "DENSEPOSE_FNL_TRUST_CHECKPOINTS"
+TRUST_FLAG = "--trust-checkpoint"
+_trust_all = False  # set by the tools' --trust-checkpoint, for this process only
 
 # keys that hold weights in the containers people save
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state", "model_state_dict")
@@ -82,8 +84,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused global '{module}.{name}' (not needed for weights)")
 
 
+def trust_checkpoints(enabled: bool = True) -> None:
+    """Let every checkpoint this process loads run pickled code (the tools' --trust-checkpoint flag)."""
+    global _trust_all
+    _trust_all = bool(enabled)
+
+
 def _trusted(trusted: bool) -> bool:
-    return trusted or os.environ.get(TRUST_ENV, "") not in ("", "0", "false", "False")
+    return trusted or _trust_all
 
 
 def _corrupt(path: str, e: BaseException) -> CheckpointLoadError:
@@ -109,7 +117,7 @@ def _load_pkl(path: str, trusted: bool) -> Any:
             return pickle.loads(data, encoding="latin1")
         raise CheckpointLoadError(
             f"{path}: safe unpickling failed: {e}. The file holds objects other than arrays/numbers/strings. "
-            f"If you trust its source, load it with trusted=True (or {TRUST_ENV}=1), or rewrite it once with "
+            f"If you trust its source, load it with trusted=True (the tools: {TRUST_FLAG}), or rewrite it once with "
             "`tools/convert_checkpoint.py --trust`."
         ) from e
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as e:
@@ -134,7 +142,7 @@ def _load_torch(path: str, trusted: bool) -> Any:
         raise CheckpointLoadError(
             f"{path}: torch.load(weights_only=True) refused the file ({reason.strip()}). It holds objects "
             "other than tensors, numpy arrays, numbers and strings (e.g. a pickled config or optimizer "
-            f"class). If you trust its source, load it with trusted=True (or {TRUST_ENV}=1), or rewrite it "
+            f"class). If you trust its source, load it with trusted=True (the tools: {TRUST_FLAG}), or rewrite it "
             "once with `tools/convert_checkpoint.py --trust IN --out OUT`."
         ) from e
     except RuntimeError as e:

@@ -50,6 +50,8 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     p.add_argument("--dataset", action="append", default=[], metavar="NAME=ANN.json:IMAGES/",
                    help="register your own COCO-DensePose JSON as dataset NAME (repeatable; appended to "
                         "DATASETS.REGISTER), then use it in DATASETS.TRAIN / DATASETS.TEST")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load checkpoints that carry pickled code (objects beyond tensors / numbers / strings): only for files you trust")
     p.add_argument("--log-period", type=int, default=20, help="iterations between log lines / metrics.json rows")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                    help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01")
