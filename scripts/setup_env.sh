@@ -8,10 +8,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements.txt setup.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing requirements (torch/torchvision come from the local wheel cache)"
-  .venv/bin/pip install -q -r requirements.txt
-  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+  echo "[setup] installing the package and its pinned dependencies (torch/torchvision from the local wheel cache)"
+  .venv/bin/pip install -q -c constraints.txt -e ".[test]"
   echo "$want" > "$stamp"
 fi
