@@ -75,12 +75,15 @@ def _ap_line(tasks: Dict[str, Any]) -> str:
     return ", ".join(parts) if parts else "(no evaluation found)"
 
 
+_TASKS = ("bbox", "densepose_gps", "densepose_gpsm", "densepose_segm")
+
+
 def _tasks_from_metrics(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     """The last evaluation in metrics.json rows ({"bbox/AP": ..}) as {task: {metric: value}}."""
     for row in reversed(rows):
         tasks: Dict[str, Dict[str, float]] = {}
         for key, value in row.items():
-            if key.count("/") == 1 and key.split("/")[0] in ("bbox", "densepose_gps", "densepose_gpsm", "densepose_segm"):
+            if key.count("/") == 1 and key.split("/")[0] in _TASKS:
                 task, metric = key.split("/")
                 tasks.setdefault(task, {})[metric] = float(value)
         if tasks:
@@ -132,7 +135,8 @@ def write_demo_report(
     if onnx_model:
         from .export.ort_model import open_ort_predictor
 
-        ort_pred = open_ort_predictor(onnx_model, load_config(onnx_config or config_file, ["MODEL.WEIGHTS", onnx_model]))
+        ort_cfg = load_config(onnx_config or config_file, ["MODEL.WEIGHTS", onnx_model])
+        ort_pred = open_ort_predictor(onnx_model, ort_cfg)
     summary: Dict[str, Any] = {"output_dir": output_dir, "pictures": [], "min_score": min_score}
 
     def predict(pred, image):

@@ -7,9 +7,10 @@
     cv2.imwrite("cmp.png", side_by_side([left, right]))
 
 A panel draws the existing visualizers (`dp_parts,bbox` by default: the fine part index I in 24
-distinct colours, then the boxes; `dp_contour` for the U and V iso-lines) on a copy of the image that is first upscaled so its
-shortest side is at least `min_side` (charts are resized with it: labels nearest, U / V bilinear, so the
-iso-lines stay one pixel wide at the output size), with a title strip on top.
+distinct colours, then the boxes; `dp_contour` for the U and V iso-lines) on a copy of the image that
+is first upscaled so its shortest side is at least `min_side` (charts are resized with it: labels
+nearest, U / V bilinear, so the iso-lines stay one pixel wide at the output size), with a title strip
+on top. `compare_grid` puts several chart sets of one image side by side (parts above, iso-lines below).
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -184,5 +185,5 @@ def fit_frame(image_bgr: np.ndarray, width: int, height: int, background=(0, 0, 
     return frame
 
 
-__all__ = ["add_title", "chart_panel", "compare_grid", "part_palette_lut", "dense_chart_results", "fit_frame", "scale_chart_results", "side_by_side",
-           "stack_rows"]
+__all__ = ["add_title", "chart_panel", "compare_grid", "dense_chart_results", "fit_frame", "part_palette_lut",
+           "scale_chart_results", "side_by_side", "stack_rows"]
