@@ -29,31 +29,10 @@ colours). One input: written to `--output` exactly (default outputres.png); seve
 per input named `<output stem>.<NNNN><ext>` (NNNN = the input's 1-based position). A video input is
 written as an MP4 (mp4v) with the same frame count and frame rate (`.mp4` replaces an image extension).
 
-dump: `--output FILE` (default results.pkl) is written with `torch.save` and holds a list with one
-dict per image (per frame for videos):
-    {"file_name": str,                     # the input path
-     "frame_index": int,                   # videos only
-     "image_size": (height, width),
-     "scores": FloatTensor (N,),
-     "pred_boxes_XYXY": FloatTensor (N, 4),   # image pixels
-     "pred_densepose": [                   # one per person, over its box (int-truncated size h x w)
-         {"labels": ByteTensor (h, w),     # 0 = background, 1..24 = body part I
-          "uv": FloatTensor (2, h, w),     # U = uv[0], V = uv[1], in [0, 1]
-          # models with chart confidences (WC1 / WC2 / WC1M / WC2M) add, each FloatTensor (h, w):
-          #   "sigma_2" [, "kappa_u", "kappa_v"]: raw UV-confidence estimates of the pixel's part (0 on the
-          #       background), as detectron2's DensePoseChartResultWithConfidences; the UV variance is
-          #       softplus(sigma_2) + UV_CONFIDENCE.EPSILON (densepose_fnl.structures.densepose.uv_sigma);
-          #   "fine_segm_confidence", "coarse_segm_confidence": softplus(.) + SEGM_CONFIDENCE.EPSILON, whole box
-         },
-         ...]}
-Load it (plain tensors only, no densepose_fnl needed):
-    import torch
-    dump = torch.load("results.pkl", weights_only=True)
-    for entry in dump:
-        for box, dp in zip(entry["pred_boxes_XYXY"], entry["pred_densepose"]):
-            labels, u, v = dp["labels"], dp["uv"][0], dp["uv"][1]
-    # back to densepose_fnl structures: DensePoseChartResult(labels=dp["labels"].long(), uv=dp["uv"])
-    # (with confidences: DensePoseChartResultWithConfidences(labels=..., uv=..., sigma_2=dp["sigma_2"], ...))
+dump: `--output FILE` (default results.pkl) is written with `torch.save`: a list with one dict of plain
+tensors per image (per frame for videos): file_name, [frame_index,] image_size, scores, pred_boxes_XYXY and
+pred_densepose (per person: labels, uv [, confidences]); the format is documented in
+`densepose_fnl.postprocess.dump` (read it with `torch.load(path, weights_only=True)` or `load_dump`).
 `--iuv-dir DIR` also writes `<stem>_IUV.png` and `<stem>_INDS.png` per image (`<stem>_<frame:06d>_...`
 per video frame) in the original DensePose (Detectron1 infer_simple) convention, see
 `densepose_fnl.postprocess.iuv` (all kept detections are drawn; INDS = rank in ascending score order
@@ -85,9 +64,8 @@ except ImportError:  # run from a checkout without installing
 
 from densepose_fnl.config import ConfigError, load_config  # noqa: E402
 from densepose_fnl.data.image_io import ImageReadError, read_image  # noqa: E402
-from densepose_fnl.postprocess.charts import densepose_chart_results  # noqa: E402
+from densepose_fnl.postprocess.dump import dump_entry, extract_results, save_dump  # noqa: E402
 from densepose_fnl.postprocess.iuv import compose_iuv_image, write_iuv_images  # noqa: E402
-from densepose_fnl.structures import DensePoseChartPredictorOutput, DensePoseChartResult  # noqa: E402
 from densepose_fnl.vis import VISUALIZERS, build_visualizer, load_texture_atlas  # noqa: E402
 
 logger = logging.getLogger("apply_net")
@@ -201,31 +179,6 @@ def warn_baked_options(args) -> None:
         print(f"apply_net: warning: --device {args.device}: --runtime onnxruntime runs on the CPU", file=sys.stderr)
 
 
-def extract_results(instances, min_score: Optional[float]):
-    """Instances -> (boxes (N, 4) float, scores (N,), list of N DensePoseChartResult) on the CPU."""
-    fields = instances.get_fields() if hasattr(instances, "get_fields") else {}
-    boxes = fields.get("pred_boxes")
-    if boxes is None:
-        return torch.zeros(0, 4), torch.zeros(0), []
-    boxes = getattr(boxes, "tensor", boxes)  # detectron2 Boxes or a plain tensor
-    boxes = torch.as_tensor(boxes).detach().cpu().float().reshape(-1, 4)
-    scores = fields.get("scores")
-    scores = torch.ones(len(boxes)) if scores is None else torch.as_tensor(scores).detach().cpu().float().reshape(-1)
-    dp = fields.get("pred_densepose")
-    if dp is None:
-        raise RuntimeError("the model output has no pred_densepose")
-    if isinstance(dp, DensePoseChartPredictorOutput):
-        results = densepose_chart_results(boxes, dp.to("cpu"))
-    else:  # already per-person chart results
-        results = [r.to("cpu") for r in dp]
-    if min_score is not None:
-        keep = [k for k in range(len(scores)) if float(scores[k]) >= min_score]
-        if len(keep) != len(scores):
-            idx = torch.tensor(keep, dtype=torch.long)
-            boxes, scores, results = boxes[idx], scores[idx], [results[k] for k in keep]
-    return boxes, scores, results
-
-
 # ---------------------------------------------------------------------------------------------- actions
 class DumpAction:
     def __init__(self, args, n_inputs: int):
@@ -233,17 +186,7 @@ class DumpAction:
         self.entries: List[Dict[str, Any]] = []
 
     def on_image(self, index: int, path: str, image: np.ndarray, boxes, scores, results, frame: Optional[int] = None):
-        entry: Dict[str, Any] = {"file_name": path}
-        if frame is not None:
-            entry["frame_index"] = frame
-        entry["image_size"] = (int(image.shape[0]), int(image.shape[1]))
-        entry["scores"] = scores.clone()
-        entry["pred_boxes_XYXY"] = boxes.clone()
-        entry["pred_densepose"] = [
-            {"labels": r.labels.to(torch.uint8).clone(), "uv": r.uv.float().clone(),
-             **{name: c.float().clone() for name, c in r.confidences().items()}} for r in results
-        ]
-        self.entries.append(entry)
+        self.entries.append(dump_entry(path, image.shape[:2], boxes, scores, results, frame))
         if self.args.iuv_dir:
             iuv, inds = compose_iuv_image(
                 boxes, scores, results, image.shape[:2], score_threshold=float("-inf"),
@@ -260,11 +203,8 @@ class DumpAction:
         pass
 
     def finish(self) -> None:
-        out = self.args.output
-        if os.path.dirname(out):
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-        torch.save(self.entries, out)
-        logger.info("dump saved to %s (%d entries)", out, len(self.entries))
+        save_dump(self.entries, self.args.output)
+        logger.info("dump saved to %s (%d entries)", self.args.output, len(self.entries))
 
 
 class ShowAction:

@@ -1,4 +1,6 @@
 from .charts import chart_labels_and_uv, densepose_chart_results, int_box_xywh
 from .detections import detector_postprocess
+from .dump import dump_entry, extract_results, load_dump, save_dump
 
-__all__ = ["chart_labels_and_uv", "densepose_chart_results", "detector_postprocess", "int_box_xywh"]
+__all__ = ["chart_labels_and_uv", "densepose_chart_results", "detector_postprocess", "dump_entry", "extract_results",
+           "int_box_xywh", "load_dump", "save_dump"]
