@@ -1,27 +1,16 @@
-"""tools/benchmark_int8_kernels.py builds its int8 conv exactly in our export's QDQ form (uint8 activations,
+"""The kernel benchmark (densepose_fnl.export.int8_kernels, tabulated by tools/benchmark_int8_kernels.py) builds its int8 conv exactly in our export's QDQ form (uint8 activations,
 symmetric per-channel int8 weights, int32 bias): ONNX Runtime must fuse it into QLinearConv (else the
 table would time a float conv) and compute the same function as the float graph, up to quantization."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark_int8_kernels.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("benchmark_int8_kernels_under_test", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from densepose_fnl.export import int8_kernels
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,groups", [(24, 72, 1, 1, 1), (72, 72, 3, 1, 72), (16, 16, 5, 2, 16)])
 def test_int8_conv_graph_is_fused_and_matches_the_float_conv(cin, cout, k, stride, groups):
-    tool = _tool()
+    tool = int8_kernels
     x = np.random.default_rng(0).uniform(-1, 1, (1, cin, 20, 24)).astype(np.float32)
     outs, fused = [], []
     for int8 in (False, True):
@@ -43,7 +32,7 @@ def test_int8_graph_runs_as_qlinearconv():
     import os
     import tempfile
 
-    tool = _tool()
+    tool = int8_kernels
     so = ort.SessionOptions()
     so.enable_profiling = True
     so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "p")
