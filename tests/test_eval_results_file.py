@@ -31,7 +31,7 @@ def files(tmp_path):
     ("res", '{"image_id": 1}', "res.json: results file must hold a list of detections, found a dict"),
     ("res", '[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}]',
      "res.json: results[0] lacks one of image_id, category_id, bbox, score"),
-    ("gt", '{"images": [], "annotations": []}', "gt.json: annotation file lacks the COCO list(s) ['categories']"),
+    ("gt", '{"images": [], "annotations": []}', "gt.json lacks the COCO list(s) ['categories']"),
 ])
 def test_malformed_file_is_one_line_naming_file_and_position(files, which, text, message):
     (files / f"{which}.json").write_text(text)

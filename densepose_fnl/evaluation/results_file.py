@@ -1,10 +1,11 @@
 """Scoring a results file (the challenge format) against a COCO-DensePose annotation file, as
 `tools/evaluate_results.py` does; a file that is not valid JSON, or not of the expected shape, is a
 `MalformedFileError` naming the file and the position."""
-import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from ..data.datasets.coco import check_coco_dict
+from ..utils.json_io import MalformedFileError, read_json
 from .densepose_coco_eval import evaluate_boxes, evaluate_densepose
 from .eval_data import GeodesicEvalData, resolve_eval_data_dir
 from .evaluator import load_coco
@@ -13,35 +14,8 @@ PathLike = Union[str, os.PathLike]
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
-class MalformedFileError(ValueError):
-    """An input file that cannot be read as what it should be; the message names the file and where."""
-
-
-def read_json(path: PathLike, what: str) -> Any:
-    """The parsed JSON of `path` (`what` names it in errors: "annotation file", "results file")."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise MalformedFileError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as e:
-        raise MalformedFileError(f"{path}: {what} is not valid JSON: {e.msg} at line {e.lineno} column "
-                                 f"{e.colno} (char {e.pos})") from None
-    except UnicodeDecodeError as e:
-        raise MalformedFileError(f"{path}: {what} is not UTF-8 text (byte {e.start})") from None
-
-
 def read_annotations(path: PathLike) -> Dict[str, Any]:
-    data = read_json(path, "annotation file")
-    if not isinstance(data, dict):
-        raise MalformedFileError(f"{path}: annotation file must hold a COCO object, found a {type(data).__name__}")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise MalformedFileError(f"{path}: annotation file lacks the COCO list(s) {missing}")
-    for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or any(key not in ann for key in ("id", "image_id", "category_id", "bbox")):
-            raise MalformedFileError(f"{path}: annotations[{k}] lacks id / image_id / category_id / bbox")
-    return data
+    return check_coco_dict(read_json(path, "annotation file"), str(path))
 
 
 def read_results(path: PathLike) -> List[Dict[str, Any]]:

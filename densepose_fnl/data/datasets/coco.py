@@ -12,12 +12,12 @@ Error policy (also in datasets/README.md):
 """
 import contextlib
 import io
-import json
 import logging
 import os
 from typing import Any, Dict, List, Optional
 
 from ...structures.densepose_data import DENSEPOSE_KEYS, validate_densepose_annotation
+from ...utils.json_io import MalformedFileError, read_json
 from .catalog import MetadataCatalog
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,25 @@ def datasets_root() -> str:
     return os.environ.get("DENSEPOSE_DATASETS") or os.environ.get("DETECTRON2_DATASETS") or "datasets"
 
 
+def check_coco_dict(data: Any, json_file: str) -> Dict[str, Any]:
+    """`data` if it is a COCO annotation object (images with id / file_name / height / width, annotations
+    with image_id / category_id, categories), else MalformedFileError naming `json_file` and the entry;
+    annotations without an id get a unique negative one."""
+    if not isinstance(data, dict):
+        raise MalformedFileError(f"{json_file}: not a COCO JSON object (found a {type(data).__name__})")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise MalformedFileError(f"{json_file} lacks the COCO list(s) {missing}")
+    for k, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or any(key not in img for key in ("id", "file_name", "height", "width")):
+            raise MalformedFileError(f"{json_file}: images[{k}] lacks id/file_name/height/width")
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
+            raise MalformedFileError(f"{json_file}: annotations[{k}] lacks image_id/category_id")
+        ann.setdefault("id", -(k + 1))
+    return data
+
+
 def _read_coco(json_file: str, dataset_name: str):
     from pycocotools.coco import COCO
 
@@ -39,22 +58,9 @@ def _read_coco(json_file: str, dataset_name: str):
             f"(set DENSEPOSE_DATASETS to the folder holding coco/annotations; see datasets/README.md)"
         )
     try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"Dataset '{dataset_name}': cannot parse annotation file {json_file}: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"Dataset '{dataset_name}': {json_file} is not a COCO JSON object")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise ValueError(f"Dataset '{dataset_name}': {json_file} lacks the COCO list(s) {missing}")
-    for k, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or any(key not in img for key in ("id", "file_name", "height", "width")):
-            raise ValueError(f"Dataset '{dataset_name}': {json_file}: images[{k}] lacks id/file_name/height/width")
-    for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
-            raise ValueError(f"Dataset '{dataset_name}': {json_file}: annotations[{k}] lacks image_id/category_id")
-        ann.setdefault("id", -(k + 1))
+        data = check_coco_dict(read_json(json_file, "annotation file"), json_file)
+    except MalformedFileError as e:
+        raise MalformedFileError(f"Dataset '{dataset_name}': {e}") from None
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
