@@ -266,7 +266,8 @@ def test_repo_wc2m_configs_equal_the_authors(shared_dir):
     differ = {k for k in set(ours) | set(theirs) if k.split(".")[0] in ("MODEL", "INPUT", "SOLVER")
               and ours.get(k) != theirs.get(k)}
     assert differ == {"MODEL.ROI_HEADS.NAME"}  # their MyDensePoseROIHeads is registered as our DensePoseROIHeads
-    for name in ("mobile_parsing_rcnn_b_wc2m_s3x_test_tuned.yaml", "synthetic/mobile_parsing_rcnn_b_wc2m_synthetic.yaml"):
+    for name in ("mobile_parsing_rcnn_b_wc2m_s3x_test_tuned.yaml",
+                 "synthetic/mobile_parsing_rcnn_b_wc2m_synthetic.yaml"):
         cfg = load_config(str(REPO / "configs" / name), ["MODEL.TIMMNETS.PRETRAINED", False])
         h = cfg.MODEL.ROI_DENSEPOSE_HEAD
         assert (h.UV_CONFIDENCE.ENABLED, h.UV_CONFIDENCE.TYPE, h.SEGM_CONFIDENCE.ENABLED) == (True, "indep_aniso", True)

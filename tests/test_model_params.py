@@ -121,7 +121,8 @@ def test_every_detectron2_chart_config_is_listed(shared_dir):
 
 @pytest.mark.parametrize("name,params", sorted(DETECTRON2_CHART_CONFIGS.items()))
 def test_detectron2_chart_configs_build_with_detectron2_parameter_counts(shared_dir, name, params):
-    path = shared_dir / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs" / f"densepose_rcnn_{name}.yaml"
+    configs = shared_dir / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs"
+    path = configs / f"densepose_rcnn_{name}.yaml"
     model = build_model(load_config(str(path)))
     assert count_parameters(model) == params
     predictor = model.roi_heads.densepose_predictor

@@ -103,7 +103,8 @@ def test_apply_net_show_dp_uv_confidence(tmp_path):
 
     apply_net.build_visualizer = spy
     rc = apply_net.main(["show", str(tmp_path / "cfg.yaml"), str(tmp_path / "model.pth"), str(tmp_path / "im.png"),
-                         "bbox,dp_uv_confidence", "--output", str(tmp_path / "out.png")], predictor_factory=ConfPredictor)
+                         "bbox,dp_uv_confidence", "--output", str(tmp_path / "out.png")],
+                        predictor_factory=ConfPredictor)
     assert rc == 0 and seen["uv_confidence_epsilon"] == pytest.approx(0.05)
     out = cv2.imread(str(tmp_path / "out.png"))
     assert out.shape == (80, 120, 3)

@@ -2,8 +2,8 @@
 
 `OrtPredictor(onnx_path, cfg)(image_bgr HxWx3 uint8) -> {"instances": Instances}` with the same fields
 as the PyTorch predictor (pred_boxes, scores, pred_classes, pred_densepose = DensePoseChartPredictorOutput,
-with confidences for a WC1 / WC2 / WC1M / WC2M export) in the original image's pixels. Outside the graph, as in DefaultPredictor: BGR -> INPUT.FORMAT, resize
-to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (PIL bilinear) and, after the graph, `detector_postprocess`
+with confidences for a WC1 / WC2 / WC1M / WC2M export) in the original image's pixels. Outside the graph,
+as in DefaultPredictor: BGR -> INPUT.FORMAT, resize to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (PIL bilinear) and, after the graph, `detector_postprocess`
 (boxes scaled back to the original size). In the graph: normalisation, padding to 32, the whole model.
 """
 import os

@@ -219,7 +219,8 @@ def test_confidence_losses_equal_detectron2(loss_reference, case):
     for k, term in enumerate(names):
         want = ref["losses"][term]
         assert want != 0.0, f"{name} {term}: the reference term is 0 (inputs do not exercise it)"
-        assert abs(losses[term].item() - want) <= 1e-5 * max(1.0, abs(want)), f"{name} {term}: {losses[term].item()} vs {want}"
+        got = losses[term].item()
+        assert abs(got - want) <= 1e-5 * max(1.0, abs(want)), f"{name} {term}: {got} vs {want}"
         predictor.zero_grad()
         losses[term].backward(retain_graph=k + 1 < len(names))
         grads = {p: t.grad for p, t in predictor.named_parameters() if t.grad is not None}

@@ -13,8 +13,9 @@ forward: SPEC {"models": [{"name", "kind": "authors"|"detectron2", "config", "op
   DensePoseResultExtractor (labels, uv and the confidences over the box).
 
 losses: SPEC {"cases": [{"name", "kind", "config", "opts"}], "seed": int}; INPUTS.pth {"features": {case name:
-  (N, C, H, W) head output}, "images": [{"image_size", "proposal_boxes" (n, 4) XYXY, "gt_boxes" (n, 4), "densepose": [None or
-  {"x", "y", "i", "u", "v", "segm"}]}], "uv_terms": {"u", "v", "sigma", "kappa_u", "kappa_v", "u_gt", "v_gt"}}.
+  (N, C, H, W) head output}, "images": [{"image_size", "proposal_boxes" (n, 4) XYXY, "gt_boxes" (n, 4),
+  "densepose": [None or {"x", "y", "i", "u", "v", "segm"}]}], "uv_terms": {"u", "v", "sigma", "kappa_u",
+  "kappa_v", "u_gt", "v_gt"}}.
   Per case: detectron2's DensePoseChartWithConfidencePredictor built from the config (torch seed), its state
   dict saved as OUT_DIR/<name>_predictor.pth; predictor(features) -> DensePoseChartWithConfidenceLoss on the
   proposals; per loss term its value and the gradients of the predictor parameters; and detectron2's
