@@ -176,7 +176,7 @@ def test_b_wc2m_inference_and_loss_settings(wc2m_cfg):
 
 def test_training_with_confidences_logs_the_uv_nll(tmp_path, monkeypatch):
     """The tiny synthetic model with WC2M's confidences trains (4 iterations): metrics.json has loss_densepose_UV
-    instead of _U / _V, all finite."""
+    instead of _U / _V, all finite; the evaluator scores it by the official protocol (box and DensePose AP)."""
     import json
     import os
 
@@ -190,11 +190,13 @@ def test_training_with_confidences_logs_the_uv_nll(tmp_path, monkeypatch):
     try:
         cfg = tiny_cfg(tmp_path / "run", "SOLVER.MAX_ITER", 4, "MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.ENABLED", True,
                        "MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.TYPE", "indep_aniso",
-                       "MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.ENABLED", True, "SOLVER.CLIP_GRADIENTS.ENABLED", True)
+                       "MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.ENABLED", True, "SOLVER.CLIP_GRADIENTS.ENABLED", True,
+                       "DATASETS.TEST", "('densepose_synthetic_val',)", "TEST.EVAL_PERIOD", 4,
+                       "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
         default_setup(cfg)
         trainer = DefaultTrainer(cfg, log_period=1)
         trainer.resume_or_load(resume=False)
-        trainer.train()
+        results = trainer.train()
     finally:
         torch.set_num_threads(n_threads)
         import logging
@@ -205,8 +207,11 @@ def test_training_with_confidences_logs_the_uv_nll(tmp_path, monkeypatch):
                 h.close()
     with open(os.path.join(tmp_path / "run", "metrics.json")) as f:
         rows = [json.loads(line) for line in f]
-    assert rows and all("loss_densepose_UV" in r and "loss_densepose_U" not in r for r in rows)
-    assert all(torch.isfinite(torch.tensor(r["loss_densepose_UV"])) for r in rows)
+    train_rows = [r for r in rows if "total_loss" in r]
+    assert train_rows and all("loss_densepose_UV" in r and "loss_densepose_U" not in r for r in train_rows)
+    assert all(torch.isfinite(torch.tensor(r["loss_densepose_UV"])) for r in rows if "loss_densepose_UV" in r)
+    res = results["densepose_synthetic_val"]
+    assert {"bbox", "densepose_gps", "densepose_gpsm"} <= set(res) and "AP" in res["densepose_gps"]
 
 
 def test_apply_net_dump_carries_the_confidences(tmp_path):
