@@ -29,21 +29,12 @@ __all__ = ["extract_chart_results", "write_demo_report", "palette_png", "format_
 
 
 def extract_chart_results(instances, min_score: float = 0.0):
-    """Instances of a predictor -> (boxes (N, 4), scores (N,), N DensePoseChartResult) with score >= min_score."""
-    from .postprocess.charts import densepose_chart_results
-    from .structures import DensePoseChartPredictorOutput
+    """Instances of a predictor -> (boxes (N, 4), scores (N,) as numpy, N DensePoseChartResult) with
+    score >= min_score (`postprocess.dump.extract_results`, as apply_net)."""
+    from .postprocess.dump import extract_results
 
-    fields = instances.get_fields()
-    boxes = fields.get("pred_boxes")
-    if boxes is None or len(boxes) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), []
-    boxes = torch.as_tensor(getattr(boxes, "tensor", boxes)).detach().cpu().float().reshape(-1, 4)
-    scores = torch.as_tensor(fields["scores"]).detach().cpu().float().reshape(-1)
-    dp = fields["pred_densepose"]
-    results = densepose_chart_results(boxes, dp.to("cpu")) if isinstance(dp, DensePoseChartPredictorOutput) else [
-        r.to("cpu") for r in dp]
-    keep = [k for k in range(len(scores)) if float(scores[k]) >= min_score]
-    return boxes[keep].numpy(), scores[keep].numpy(), [results[k] for k in keep]
+    boxes, scores, results = extract_results(instances, min_score)
+    return boxes.numpy(), scores.numpy(), results
 
 
 def palette_png(image_bgr: np.ndarray, path: str, max_width: int = 720, colors: int = 96) -> int:
