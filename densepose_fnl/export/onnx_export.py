@@ -117,10 +117,10 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
         sample_image = sample_image[None]
     h = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
     w = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
-    import torch.fx.experimental._config as fx_config
+    from ..utils.fx_config import backed_size_oblivious
 
     # size-oblivious tracing: no specialisation of sizes 0 / 1 (single RoI, 1-cell pyramid levels)
-    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+    with torch.no_grad(), backed_size_oblivious():
         ep = torch.export.export(wrapper, (sample_image,), dynamic_shapes={"image": {2: h, 3: w}}, strict=False)
         onnx_program = torch.onnx.export(ep, (sample_image,), dynamo=True, opset_version=opset,
                                          input_names=["image"], output_names=list(wrapper.output_names),

@@ -1,8 +1,8 @@
 """Int8 quantization of Mobile Parsing R-CNN with torchao PT2E (paper 3.4), QAT and PTQ.
 
 What is quantized: the dense sub-networks, each captured with `torch.export` (dynamic batch and, where
-relevant, dynamic H / W) and prepared with an XNNPACK-style quantizer (int8 activations, symmetric
-per-channel int8 weights):
+relevant, dynamic H / W) and prepared with our XNNPACK-style quantizer (`_quantizer`, on torchao's public
+PT2E quantizer API: uint8 activations, symmetric per-channel int8 weights):
 
   backbone        timm features (pre-hook feature collection) + BiFPN     image -> {p2..p6}
   rpn_head        shared 3x3 conv + objectness / delta 1x1 convs          [p2..p6] -> logits, deltas
@@ -31,6 +31,7 @@ The wrapped sub-modules keep the attributes / methods of the float modules (`out
 model keeps GeneralizedRCNN's training forward (list of dicts -> loss dict) and inference forward.
 """
 import copy
+import functools
 import logging
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -38,63 +39,317 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from ..utils.fx_config import backed_size_oblivious
+
 logger = logging.getLogger(__name__)
 
 PART_NAMES = ("backbone", "rpn_head", "box_head", "box_predictor", "densepose_head", "densepose_predictor")
 
 
-def _quantizer(is_qat: bool):
-    """XNNPACK-style quantizer: symmetric per-channel int8 weights, asymmetric uint8 activations (torchao keeps
-    it under torchao.testing; it is the reference one), extended to plain transposed convs (the chart
-    predictor's deconvs, which it only handles when a ReLU follows): weights per output channel (axis 1 of a
-    transposed-conv weight), uint8 activations."""
-    import dataclasses
+# ---------------------------------------------------------------------------------------------------------
+# The quantizer, on torchao's public PT2E API only (torchao.quantization.pt2e / .quantizer)
+#
+# What it annotates is what torchao's reference XNNPACK quantizer (private, in torchao's testing package)
+# annotates on our captured graphs, plus the transposed convs it leaves alone, so the int8 exports are the
+# same (tests/test_quant_quantizer_api.py compares the prepared graphs with it while torchao still ships it):
+#   conv (+BN in QAT) (+ReLU), linear (+ReLU), transposed conv (+BN in QAT) (+ReLU): input uint8 per-tensor,
+#     weight int8 symmetric per output channel, bias float (no spec), output uint8 (after the ReLU / BN);
+#   add, mul (+ReLU) of float tensors: inputs and output uint8 (python scalars become tensor constants first);
+#   adaptive_avg_pool2d: output shares the input's quantization;
+#   ReLU, max-pool, mean, flatten / view / permute / squeeze / slice right after an annotated output: the
+#     same quantization as that output (the tensor stays in the int8 domain).
+# Not annotated (float, quantized again by their consumer): cat (the reference only finds torch.cat through
+# `source_fn_stack`, which non-strict torch.export does not record), upsampling, select / sum / div, ...
+# ---------------------------------------------------------------------------------------------------------
 
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-    from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    from torchao.testing.pt2e import _xnnpack_quantizer_utils as U
+_CONV_OPS = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default)  # plain conv annotation
+# conv + ReLU (any conv overload)
+_CONV_RELU_OPS = _CONV_OPS + (torch.ops.aten.conv1d.padding, torch.ops.aten.conv2d.padding,
+                              torch.ops.aten.conv3d.default, torch.ops.aten.conv3d.padding)
+_CONV_T_OPS = (torch.ops.aten.conv_transpose1d.default, torch.ops.aten.conv_transpose2d.input,
+               torch.ops.aten.conv_transpose3d.input)
+_RELU_OPS = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+_ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+_MUL_OPS = (torch.ops.aten.mul.Tensor, torch.ops.aten.mul_.Tensor)
+# ops whose output keeps its input's quantization when that input is a quantized output
+_SHARING_OPS = (
+    torch.ops.aten.relu.default, torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default,
+    torch.ops.aten.max_pool2d.default, torch.ops.aten.mean.default, torch.ops.aten.mean.dim,
+    torch.ops.aten.permute.default, torch.ops.aten.permute_copy.default, torch.ops.aten.squeeze.dim,
+    torch.ops.aten.squeeze_copy.dim, torch.ops.aten.adaptive_avg_pool2d.default, torch.ops.aten.view_copy.default,
+    torch.ops.aten.view.default, torch.ops.aten.slice_copy.Tensor, torch.ops.aten.flatten.using_ints)
+_HISTC_MAX = 3.4028235e15  # torch.histc (HistogramObserver) fails above this: such constants stay float
 
-    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
-    # activations as asymmetric UINT8 (weights stay symmetric per-channel INT8): u8 x s8 is the native
-    # VNNI / ONNX Runtime x86 format; with int8 activations ORT rewrites Q/DQ pairs to uint8 only where it
-    # can, and every conv left with mixed int8 / uint8 Q/DQ runs as dequantize -> float conv -> quantize
-    u8 = dict(dtype=torch.uint8, quant_min=0, quant_max=255)
-    config = dataclasses.replace(config, input_activation=dataclasses.replace(config.input_activation, **u8),
-                                 output_activation=dataclasses.replace(config.output_activation, **u8))
 
-    from torchao.quantization.pt2e import FakeQuantize
+def _is_call(n, targets) -> bool:
+    return isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target in targets
 
-    weight_spec = U.get_weight_qspec(config)
-    # a transposed conv's weight is (C_in, C_out, k, k): per output channel is axis 1. For QAT the axis must be
-    # bound in the constructor of a fake-quantize class that supports it: torchao drops `ch_axis` for
-    # fake-quantize classes and the default fused one only does axis 0, so QAT would observe per INPUT
-    # channel, which no int8 conv kernel computes (and the int8 deconv lowering of the export could not keep)
-    ctr = weight_spec.observer_or_fake_quant_ctr.p  # functools.partial(class, **kwargs)
-    cls = FakeQuantize if is_qat else ctr.func
-    transposed_weight_spec = dataclasses.replace(
-        weight_spec, ch_axis=1, observer_or_fake_quant_ctr=cls.with_args(**{**ctr.keywords, "ch_axis": 1}))
 
-    class _DensePoseQuantizer(XNNPACKQuantizer):
+class _QuantSpecs:
+    """The quantization specs: activations uint8 asymmetric per tensor; weights int8 symmetric [-127, 127]
+    per output channel (axis 0, axis 1 for transposed convs); bias float. Observers (PTQ): histogram for
+    activations, per-channel min / max for weights; QAT: fused moving-average fake-quantize, per channel for
+    weights."""
+
+    def __init__(self, is_qat: bool):
+        from torchao.quantization.pt2e import (FakeQuantize, FusedMovingAvgObsFakeQuantize, HistogramObserver,
+                                               MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver)
+        from torchao.quantization.pt2e.quantizer import QuantizationSpec
+
+        eps = 2 ** -12
+        # activations as asymmetric UINT8 (weights symmetric per-channel INT8): u8 x s8 is the native VNNI /
+        # ONNX Runtime x86 format; with int8 activations ORT rewrites Q/DQ pairs to uint8 only where it can,
+        # and every conv left with mixed int8 / uint8 Q/DQ runs as dequantize -> float conv -> quantize
+        act_ctr = (FusedMovingAvgObsFakeQuantize if is_qat else HistogramObserver).with_args(eps=eps)
+        self.act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
+                                    is_dynamic=False, observer_or_fake_quant_ctr=act_ctr)
+
+        def weight(ch_axis: int, ctr):
+            return QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=ch_axis, is_dynamic=False,
+                                    observer_or_fake_quant_ctr=ctr)
+
+        qat_kw = dict(eps=eps, observer=MovingAveragePerChannelMinMaxObserver)
+        self.weight = weight(0, FusedMovingAvgObsFakeQuantize.with_args(**qat_kw) if is_qat
+                             else PerChannelMinMaxObserver.with_args(eps=eps))
+        # a transposed conv's weight is (C_in, C_out, k, k): per output channel is axis 1. For QAT the axis
+        # must be bound in the constructor of a fake-quantize class that supports it: PT2E's prepare does
+        # not pass the spec's `ch_axis` to fake-quantize classes and the fused one only does axis 0, so QAT
+        # would observe per INPUT channel, which no int8 conv kernel computes (and the int8 deconv lowering
+        # of the export could not keep)
+        self.weight_t = weight(1, FakeQuantize.with_args(**qat_kw, ch_axis=1) if is_qat
+                               else PerChannelMinMaxObserver.with_args(eps=eps, ch_axis=1))
+        self.bias = None  # float
+
+
+def _scalars_to_attrs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Python-number operands of aten add / mul become 0-d float tensor constants, so the add / mul can be
+    annotated like one of two tensors."""
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor):
+            continue
+        args = []
+        for a in n.args:
+            if not isinstance(a, torch.fx.Node):
+                i = 0
+                while hasattr(gm, f"_tensor_constant_{i}"):
+                    i += 1
+                name, value = f"_tensor_constant_{i}", torch.tensor(float(a))
+                gm.register_buffer(name, value)
+                with gm.graph.inserting_before(n):
+                    a = gm.graph.get_attr(name)
+                a.meta["val"] = n.meta["val"].fake_mode.from_tensor(value, static_shapes=True)
+            args.append(a)
+        n.args = tuple(args)
+    gm.recompile()
+    return gm
+
+
+def _annotate_graph(gm: torch.fx.GraphModule, q: _QuantSpecs, is_qat: bool) -> None:
+    """Annotate `gm` in place (see the block comment above). Patterns first (QAT: conv + BN (+ ReLU)), then
+    single ops; a node belongs to at most one pattern (first come)."""
+    from torch._subclasses import FakeTensor
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    KEY = "quantization_annotation"
+    claimed = set()  # nodes (incl. weights / biases) of an annotated pattern
+
+    def taken(nodes) -> bool:
+        return any(n in claimed or KEY in n.meta for n in nodes)
+
+    def annotate(node, inputs=None, output=None):
+        node.meta[KEY] = QuantizationAnnotation(input_qspec_map=dict(inputs or {}), output_qspec=output)
+        claimed.add(node)
+
+    def single_user(n) -> bool:
+        return len(n.users) == 1
+
+    def weighted_inputs(op, weight_spec):
+        """(partition, input map) of a conv / linear: input, weight, bias (if a node)."""
+        partition, qmap = [op, op.args[1]], {op.args[0]: q.act, op.args[1]: weight_spec}
+        bias = op.args[2] if len(op.args) > 2 else None
+        if isinstance(bias, torch.fx.Node):
+            qmap[bias] = q.bias
+            partition.append(bias)
+        return partition, qmap
+
+    def weight_spec(op):
+        return q.weight_t if op.target in _CONV_T_OPS else q.weight
+
+    def op_then_relu(op_targets, relu):
+        """relu(op(...)), op used by the ReLU only: the op, or None."""
+        op = relu.args[0] if relu.args else None
+        return op if _is_call(op, op_targets) and single_user(op) else None
+
+    nodes = lambda: list(gm.graph.nodes)  # noqa: E731
+
+    # QAT: conv (+ transposed) -> batch_norm (-> ReLU): PT2E's QAT prepare rewrites these into a conv with a
+    # simulated BN fold; the conv's input / weight are annotated on the conv, the output after BN / ReLU.
+    # The conv must feed only the BN (and the BN only the ReLU); the BN's other operands are free.
+    if is_qat:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        for conv_targets in ((torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default),
+                             (torch.ops.aten.conv_transpose1d.default, torch.ops.aten.conv_transpose2d.input)):
+            for with_relu in (True, False):
+                for n in nodes():
+                    if with_relu:
+                        bn = op_then_relu((torch.ops.aten.batch_norm.default,), n) if _is_call(n, _RELU_OPS) else None
+                    else:
+                        bn = n if _is_call(n, (torch.ops.aten.batch_norm.default,)) else None
+                    if bn is None or not _is_call(bn.args[0], conv_targets) or not single_user(bn.args[0]):
+                        continue
+                    conv = bn.args[0]
+                    partition, qmap = weighted_inputs(conv, weight_spec(conv))
+                    if taken(partition):
+                        continue
+                    annotate(conv, qmap)
+                    annotate(n, output=q.act)
+                    claimed.update(partition)
+
+    # linear (+ ReLU)
+    for n in nodes():
+        lin = op_then_relu((torch.ops.aten.linear.default,), n) if _is_call(n, _RELU_OPS) else None
+        if lin is None:
+            continue
+        partition, qmap = weighted_inputs(lin, q.weight)
+        if taken([n] + partition):
+            continue
+        annotate(lin, qmap)
+        annotate(n, output=q.act)
+        claimed.update(partition)
+    for n in nodes():
+        if not _is_call(n, (torch.ops.aten.linear.default,)) or taken([n]):
+            continue
+        partition, qmap = weighted_inputs(n, q.weight)
+        annotate(n, qmap, q.act)
+        claimed.update(partition)
+
+    # conv (+ ReLU), transposed conv + ReLU
+    def conv_relu(conv_targets):
+        for n in nodes():
+            conv = op_then_relu(conv_targets, n) if _is_call(n, _RELU_OPS) else None
+            if conv is None:
+                continue
+            partition, qmap = weighted_inputs(conv, weight_spec(conv))
+            if taken([n] + partition):
+                continue
+            annotate(conv, qmap)
+            annotate(n, output=q.act)
+            claimed.update(partition)
+
+    conv_relu(_CONV_RELU_OPS)
+    for n in nodes():
+        if not _is_call(n, _CONV_OPS):
+            continue
+        partition, qmap = weighted_inputs(n, q.weight)
+        if taken(partition):
+            continue
+        annotate(n, qmap, q.act)
+        claimed.update(partition)
+    conv_relu(_CONV_T_OPS)
+
+    # adaptive average pooling: output quantized like its input (a quantized output, or quantized here)
+    for n in nodes():
+        if not _is_call(n, (torch.ops.aten.adaptive_avg_pool2d.default,)) or taken([n]):
+            continue
+        x = n.args[0]
+        ann = x.meta.get(KEY)
+        x_spec = SharedQuantizationSpec(x) if ann is not None and ann.output_qspec is not None else q.act
+        annotate(n, {x: x_spec}, SharedQuantizationSpec((x, n)))
+
+    # add / mul (+ ReLU) of float tensors
+    def is_float_operand(a) -> bool:
+        if a.op == "get_attr":  # a constant too large for the histogram observer
+            path, _, name = str(a.target).rpartition(".")
+            t = getattr(gm.get_submodule(path), name)
+            if isinstance(t, torch.Tensor) and t.numel() == 1 and abs(t.item()) > _HISTC_MAX:
+                return False
+        val = a.meta.get("val")
+        return isinstance(val, FakeTensor) and val.dtype == torch.float32
+
+    def binary_inputs(op):
+        """input map of an add / mul (uint8 for each tensor operand), or None if an operand is not a float
+        tensor."""
+        qmap = {}
+        for a in op.args[:2]:
+            if isinstance(a, torch.fx.Node):
+                if not is_float_operand(a):
+                    return None
+                qmap[a] = q.act
+        return qmap
+
+    for targets in (_ADD_OPS, _MUL_OPS):
+        for n in nodes():
+            op = op_then_relu(targets, n) if _is_call(n, _RELU_OPS) else None
+            if op is None or taken([n, op]):
+                continue
+            qmap = binary_inputs(op)
+            if qmap is None:
+                continue
+            annotate(op, qmap)
+            annotate(n, output=q.act)
+        for n in nodes():
+            if not _is_call(n, targets) or taken([n]):
+                continue
+            qmap = binary_inputs(n)
+            if qmap is not None:
+                annotate(n, qmap, q.act)
+
+    # quantization-preserving ops right after a quantized output share its quantization (in graph order, so
+    # chains like ReLU -> max-pool -> flatten stay int8)
+    for n in nodes():
+        if not _is_call(n, _SHARING_OPS) or not n.args or not isinstance(n.args[0], torch.fx.Node) or taken([n]):
+            continue
+        prev = n.args[0]
+        ann = prev.meta.get(KEY)
+        if ann is None or ann.output_qspec is None:
+            continue
+        shared = SharedQuantizationSpec(prev)
+        annotate(n, {prev: shared}, shared)
+
+    # transposed convs not in a pattern (the chart predictor's deconvs): like a conv, weight axis 1. After
+    # the sharing step above, as in the reference quantizer extended here: nothing after them shares their
+    # quantization
+    for n in nodes():
+        if not _is_call(n, _CONV_T_OPS):
+            continue
+        partition, qmap = weighted_inputs(n, q.weight_t)
+        if taken(partition):
+            continue
+        annotate(n, qmap, q.act)
+        claimed.update(partition)
+
+
+@functools.lru_cache(maxsize=None)
+def _quantizer_class():
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    class DensePoseQuantizer(Quantizer):
+        """PT2E quantizer of the dense sub-networks (see the block comment above `_QuantSpecs`)."""
+
+        def __init__(self, is_qat: bool = False):
+            super().__init__()
+            self.is_qat = is_qat
+            self.specs = _QuantSpecs(is_qat)
+
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return _scalars_to_attrs(model)
+
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = super().annotate(model)
-            for n in model.graph.nodes:
-                if n.op != "call_function" or n.target is not torch.ops.aten.conv_transpose2d.input:
-                    continue
-                partition = [n, n.args[1]] + ([n.args[2]] if len(n.args) > 2 and n.args[2] is not None else [])
-                if U._is_annotated(partition):  # annotated by a base pattern: only its weight axis is fixed
-                    ann = n.meta.get("quantization_annotation")
-                    if ann is not None and n.args[1] in ann.input_qspec_map:
-                        ann.input_qspec_map[n.args[1]] = transposed_weight_spec
-                    continue
-                qmap = {n.args[0]: U.get_input_act_qspec(config), n.args[1]: transposed_weight_spec}
-                if len(partition) > 2:
-                    qmap[n.args[2]] = U.get_bias_qspec(config)
-                n.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map=qmap, output_qspec=U.get_output_act_qspec(config), _annotated=True)
-                U._mark_nodes_as_annotated(partition)
+            _annotate_graph(model, self.specs, self.is_qat)
             return model
 
-    return _DensePoseQuantizer().set_global(config)
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return DensePoseQuantizer
+
+
+def _quantizer(is_qat: bool):
+    """The PT2E quantizer of the dense sub-networks: symmetric per-channel int8 weights, asymmetric uint8
+    activations (XNNPACK-style, written on torchao's public quantizer API)."""
+    return _quantizer_class()(is_qat)
 
 
 def unshare_parameters(gm: torch.fx.GraphModule) -> int:
@@ -120,7 +375,7 @@ def unshare_parameters(gm: torch.fx.GraphModule) -> int:
 def fold_frozen_batchnorm(gm: torch.fx.GraphModule) -> int:
     """Fold inference-mode batch norms (training=False, i.e. FrozenBatchNorm2d) into the conv feeding
     them, in an exported graph. Trainable BN (training=True in a QAT capture) is left to PT2E."""
-    from torchao.quantization.pt2e.utils import _is_conv_or_conv_transpose_node, fold_bn_weights_into_conv_node
+    from torchao.quantization.pt2e.utils import fold_bn_weights_into_conv_node
 
     folded = 0
     fused_weights = set()
@@ -129,7 +384,7 @@ def fold_frozen_batchnorm(gm: torch.fx.GraphModule) -> int:
             continue
         training = n.args[5] if len(n.args) > 5 else n.kwargs.get("training", False)
         conv = n.args[0]
-        if training or not _is_conv_or_conv_transpose_node(conv) or len(conv.users) != 1:
+        if training or not _is_call(conv, _CONV_RELU_OPS + _CONV_T_OPS) or len(conv.users) != 1:
             continue
         weight = conv.args[1]
         bias = conv.args[2] if len(conv.args) > 2 else None
@@ -245,12 +500,6 @@ def _capture_args(model: nn.Module, kind: str, module: nn.Module):
     raise ValueError(kind)
 
 
-def _size_oblivious():
-    import torch.fx.experimental._config as fx_config
-
-    return fx_config.patch(backed_size_oblivious=True)
-
-
 def _capture(model: nn.Module, kind: str, module: nn.Module, train: bool) -> torch.fx.GraphModule:
     args, dynamic_shapes = _capture_args(model, kind, module)
     target = _PredictorTensors(module) if kind == "densepose_predictor" else module
@@ -258,7 +507,7 @@ def _capture(model: nn.Module, kind: str, module: nn.Module, train: bool) -> tor
     target.train(train)
     try:
         # size-oblivious: no 0/1 specialisation, so batch 1, one RoI and 1-cell pyramid levels stay valid
-        with _size_oblivious():
+        with backed_size_oblivious():
             ep = torch.export.export(target, args, dynamic_shapes=dynamic_shapes, strict=False)
     finally:
         target.train(was_training)
