@@ -30,42 +30,9 @@ from types import SimpleNamespace
 import cv2
 import torch
 
-PEER = os.environ["REFERENCE_PEER_SRC"]
-sys.path.insert(0, os.path.join(PEER, "DensePoseFnL"))
-
-from densepose import add_densepose_config  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
+from peer_models import calibrate, make_cfg  # noqa: E402  (this folder: shared by the peer scripts)
 
 CONFIDENCE_FIELDS = ("sigma_1", "sigma_2", "kappa_u", "kappa_v", "fine_segm_confidence", "coarse_segm_confidence")
-
-
-def make_cfg(m):
-    cfg = get_cfg()
-    add_densepose_config(cfg)
-    if m.get("kind") == "authors":
-        import backbone  # noqa: F401  (registers the authors' blocks)
-        import roi_heads  # noqa: F401
-        from config import add_timmnets_config
-
-        add_timmnets_config(cfg)
-    cfg.merge_from_file(m["config"])
-    cfg.merge_from_list(m["opts"] + ["MODEL.DEVICE", "cpu"])
-    return cfg
-
-
-def calibrate(model, image_bgr):
-    def hook(mod, inputs):
-        x = inputs[0].detach()
-        mod.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        mod.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
-
-    handles = [mod.register_forward_pre_hook(hook) for mod in model.modules()
-               if hasattr(mod, "running_mean") and getattr(mod, "running_mean") is not None]
-    with torch.no_grad():
-        model([{"image": torch.as_tensor(image_bgr.transpose(2, 0, 1).copy())}])
-    for h in handles:
-        h.remove()
-    return len(handles)
 
 
 def forward(spec, out_dir):
