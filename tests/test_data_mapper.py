@@ -21,7 +21,7 @@ from densepose_fnl.data import (
 )
 from densepose_fnl.data import mapper as mapper_module
 from densepose_fnl.data.transforms import RandomFlip, ResizeShortestEdge, resize_output_shape
-from densepose_fnl.structures.densepose_data import DensePoseDataRelative
+from densepose_fnl.structures.densepose_annotations import DensePoseDataRelative
 
 
 def _tables(path, seed=0):

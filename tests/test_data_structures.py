@@ -9,7 +9,7 @@ import scipy.io
 import torch
 
 from densepose_fnl.structures import Instances
-from densepose_fnl.structures.densepose_data import (
+from densepose_fnl.structures.densepose_annotations import (
     FINE_TO_COARSE,
     DensePoseDataRelative,
     DensePoseList,

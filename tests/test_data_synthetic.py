@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 
 from densepose_fnl.data import synthetic as S
 from densepose_fnl.data.synthetic import ensure_synthetic_dataset, generate_synthetic_dataset
-from densepose_fnl.structures.densepose_data import FINE_TO_COARSE, DensePoseTransformData
+from densepose_fnl.structures.densepose_annotations import FINE_TO_COARSE, DensePoseTransformData
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=8, num_val=3, seed=5, min_size=96, max_size=128)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from densepose_fnl.evaluation import DensePoseCocoEvaluation, GeodesicEvalData, evaluate_boxes, evaluate_densepose, load_coco
+from densepose_fnl.evaluation import DensePoseCocoEval, GeodesicEvalData, evaluate_boxes, evaluate_densepose, load_coco
 from densepose_fnl.evaluation.synthetic_mesh import (
     coco_dataset,
     densepose_annotation,
@@ -90,7 +90,7 @@ def ap_for(score):
 def run(geo, anns, dets, images=None):
     images = images or [{"id": 1, "width": 400, "height": 300, "file_name": "a.jpg"}]
     coco = load_coco(coco_dataset(images, anns))
-    ev = DensePoseCocoEvaluation(coco, dets, geo)
+    ev = DensePoseCocoEval(coco, dets, geo)
     ev.evaluate(keep_pair_scores=True)
     res = {}
     for mode in ("GPS", "GPSM", "IOU"):

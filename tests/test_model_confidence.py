@@ -17,7 +17,7 @@ from densepose_fnl.structures import (
     DensePoseChartResult,
     DensePoseChartResultWithConfidences,
 )
-from densepose_fnl.structures.densepose import uv_sigma
+from densepose_fnl.structures.densepose_outputs import uv_sigma
 
 warnings.filterwarnings("ignore", category=UserWarning)
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from densepose_fnl.config import get_cfg
 from densepose_fnl.modeling.losses import DensePoseChartLoss, PointSampler, pack_chart_annotations, resample_segm
 from densepose_fnl.modeling.registry import DENSEPOSE_LOSS_REGISTRY
 from densepose_fnl.structures import DensePoseChartPredictorOutput, Instances
-from densepose_fnl.structures.densepose_data import DensePoseDataRelative, DensePoseList
+from densepose_fnl.structures.densepose_annotations import DensePoseDataRelative, DensePoseList
 
 S = 4
 

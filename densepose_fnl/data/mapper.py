@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..structures import Instances
-from ..structures.densepose_data import (
+from ..structures.densepose_annotations import (
     DensePoseDataRelative,
     DensePoseList,
     DensePoseTransformData,

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ..structures.densepose_data import FINE_TO_COARSE, DensePoseTransformData
+from ..structures.densepose_annotations import FINE_TO_COARSE, DensePoseTransformData
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Evaluation: box AP and DensePose GPS / GPSm / IOU AP by the official COCO-DensePose protocol."""
 from .densepose_coco_eval import (
     MODES,
-    DensePoseCocoEvaluation,
+    DensePoseCocoEval,
     densepose_metric_names,
     evaluate_boxes,
     evaluate_densepose,
@@ -25,7 +25,7 @@ __all__ = [
     "EVAL_DATA_FILES",
     "CondensedDistances",
     "DensePoseCOCOEvaluator",
-    "DensePoseCocoEvaluation",
+    "DensePoseCocoEval",
     "EvalDataMissingError",
     "GeodesicEvalData",
     "check_eval_data",

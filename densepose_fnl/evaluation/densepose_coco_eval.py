@@ -169,9 +169,11 @@ def _gt_rle(g: Dict[str, Any], im_h: int, im_w: int):
     return _rle_on_image(None, g["bbox"], im_h, im_w)
 
 
-class DensePoseCocoEvaluation:
+class DensePoseCocoEval:
     """Official DensePose evaluation of ``detections`` (challenge-format dicts, or dicts with a raw ``uv``
-    array or ``uv_png`` bytes) against a COCO-DensePose ground truth."""
+    array or ``uv_png`` bytes) against a COCO-DensePose ground truth: detectron2's ``DensePoseCocoEval``
+    (the scoring, as pycocotools' COCOeval); ``evaluator.DensePoseCOCOEvaluator`` is the dataset evaluator
+    that collects a model's outputs and calls it."""
 
     def __init__(
         self,
@@ -508,7 +510,7 @@ def evaluate_densepose(
     if not dets:
         logger.warning("No DensePose predictions: DensePose metrics set to -1")
         return {keys[m]: {n: -1.0 for n in names} for m in modes}
-    ev = DensePoseCocoEvaluation(coco_gt, dets, geodesics, min_threshold, img_ids)
+    ev = DensePoseCocoEval(coco_gt, dets, geodesics, min_threshold, img_ids)
     ev.evaluate(modes)
     out = {}
     for mode in modes:

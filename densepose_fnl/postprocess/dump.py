@@ -13,7 +13,7 @@ frame for videos), readable with `torch.load(path, weights_only=True)` and no de
           # models with chart confidences (WC1 / WC2 / WC1M / WC2M) add, each FloatTensor (h, w):
           #   "sigma_2" [, "kappa_u", "kappa_v"]: raw UV-confidence estimates of the pixel's part (0 on the
           #       background), as detectron2's DensePoseChartResultWithConfidences; the UV variance is
-          #       softplus(sigma_2) + UV_CONFIDENCE.EPSILON (densepose_fnl.structures.densepose.uv_sigma);
+          #       softplus(sigma_2) + UV_CONFIDENCE.EPSILON (densepose_fnl.structures.densepose_outputs.uv_sigma);
           #   "fine_segm_confidence", "coarse_segm_confidence": softplus(.) + SEGM_CONFIDENCE.EPSILON, whole box
          },
          ...]}

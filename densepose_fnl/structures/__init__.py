@@ -1,4 +1,4 @@
-from .densepose import (
+from .densepose_outputs import (
     CONFIDENCE_NAMES,
     DensePoseChartPredictorOutput,
     DensePoseChartPredictorOutputWithConfidences,

@@ -32,7 +32,7 @@ from densepose_fnl.modeling.losses import iid_isotropic_gaussian_uv_nll, indep_a
 from densepose_fnl.modeling.registry import DENSEPOSE_LOSS_REGISTRY
 from densepose_fnl.postprocess import densepose_chart_results
 from densepose_fnl.structures import CONFIDENCE_NAMES, Instances
-from densepose_fnl.structures.densepose_data import DensePoseDataRelative, DensePoseList
+from densepose_fnl.structures.densepose_annotations import DensePoseDataRelative, DensePoseList
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_IMAGE = REPO.parent / "shared" / "data" / "densepose_demo" / "demo_im.jpg"

@@ -44,7 +44,7 @@ from densepose_fnl.data.synthetic import render_synthetic_image
 from densepose_fnl.modeling import build_model
 from densepose_fnl.solver import build_optimizer
 from densepose_fnl.structures import Instances
-from densepose_fnl.structures.densepose_data import DensePoseDataRelative, DensePoseList
+from densepose_fnl.structures.densepose_annotations import DensePoseDataRelative, DensePoseList
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO.parent / "shared" / "data" / "densepose_demo"

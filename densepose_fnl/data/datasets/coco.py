@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from ...structures.densepose_data import DENSEPOSE_KEYS, validate_densepose_annotation
+from ...structures.densepose_annotations import DENSEPOSE_KEYS, validate_densepose_annotation
 from ...utils.json_io import MalformedFileError, read_json
 from .catalog import MetadataCatalog
 

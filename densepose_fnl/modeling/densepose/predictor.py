@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...structures import DensePoseChartPredictorOutput
-from ...structures.densepose import CHART_NAMES
+from ...structures.densepose_outputs import CHART_NAMES
 from ..registry import DENSEPOSE_PREDICTOR_REGISTRY, get_from_registry
 
 UV_CONFIDENCE_TYPES = ("iid_iso", "indep_aniso")
