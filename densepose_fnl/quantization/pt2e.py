@@ -491,12 +491,12 @@ def _capture_args(model: nn.Module, kind: str, module: nn.Module):
         return (torch.randn(3, *shape),), {"x": {0: n}}
     if kind == "densepose_head":
         r = roi.densepose_pooler.output_size
-        ch = roi.decoder.out_channels if getattr(roi.decoder, "out_channels", None) else int(
+        ch = roi.decoder.output_shape.channels if getattr(roi.decoder, "output_shape", None) else int(
             next(iter(model.backbone.output_shape().values())).channels)
         return (torch.randn(3, ch, *r),), {"x": {0: n}}
     if kind == "densepose_predictor":
         r = roi.densepose_pooler.output_size
-        return (torch.randn(3, roi.densepose_head.n_out_channels, *r),), {"x": {0: n}}
+        return (torch.randn(3, roi.densepose_head.output_shape.channels, *r),), {"x": {0: n}}
     raise ValueError(kind)
 
 

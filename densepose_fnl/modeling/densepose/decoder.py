@@ -41,7 +41,7 @@ class PanopticFPNDecoder(nn.Module):
             self.scale_heads.append(head)
         self.predictor = Conv2d(conv_dims, num_classes, 1)
         c2_msra_fill(self.predictor)
-        self.out_channels = num_classes
+        self.output_shape = ShapeSpec(channels=num_classes)
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         x = self.scale_heads[0](features[0])

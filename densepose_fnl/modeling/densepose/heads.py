@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...layers import Conv2d
+from ...structures import ShapeSpec
 from ..registry import ROI_DENSEPOSE_HEAD_REGISTRY
 
 
@@ -28,7 +29,7 @@ class DensePoseV1ConvXHead(nn.Module):
             self.add_module(f"body_conv_fcn{i + 1}",
                             nn.Conv2d(n_channels, hidden_dim, kernel_size, stride=1, padding=kernel_size // 2))
             n_channels = hidden_dim
-        self.n_out_channels = n_channels
+        self.output_shape = ShapeSpec(channels=n_channels)
         _msra_init_convs(self)
 
     @classmethod
@@ -124,7 +125,7 @@ class DensePoseDeepLabHead(nn.Module):
                             Conv2d(n_channels, hidden_dim, kernel_size, stride=1, padding=kernel_size // 2,
                                    bias=not norm, norm=gn))
             n_channels = hidden_dim
-        self.n_out_channels = hidden_dim
+        self.output_shape = ShapeSpec(channels=hidden_dim)
         _msra_init_convs(self)  # DensePoseFnL re-initialises every conv of the head this way
 
     @classmethod

@@ -113,7 +113,7 @@ class DensePoseROIHeads(nn.Module):
             else:
                 decoder = PanopticFPNDecoder(input_shape, in_features, d.DECODER_NUM_CLASSES, d.DECODER_CONV_DIMS,
                                              d.DECODER_COMMON_STRIDE, d.DECODER_NORM)
-                head_in = decoder.out_channels
+                head_in = decoder.output_shape.channels
         else:
             scales, decoder, head_in = _pooler_scales(input_shape, in_features), None, in_channels
         head = build_densepose_head(cfg, head_in)
@@ -124,7 +124,7 @@ class DensePoseROIHeads(nn.Module):
             densepose_pooler=ROIPooler(d.POOLER_RESOLUTION, scales, d.POOLER_SAMPLING_RATIO, d.POOLER_TYPE),
             densepose_decoder=decoder,
             densepose_head=head,
-            densepose_predictor=build_densepose_predictor(cfg, head.n_out_channels),
+            densepose_predictor=build_densepose_predictor(cfg, head.output_shape.channels),
             densepose_losses=losses,
             densepose_fg_iou_threshold=d.FG_IOU_THRESHOLD,
         )
