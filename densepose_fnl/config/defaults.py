@@ -48,6 +48,9 @@ _C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST = 1000
 _C.DATASETS.CATEGORY_MAPS = CN(new_allowed=True)
 _C.DATASETS.WHITELISTED_CATEGORIES = CN(new_allowed=True)
 _C.DATASETS.CLASS_TO_MESH_NAME_MAPPING = CN(new_allowed=True)
+# directory with the CSE mesh files (smpl_27554.pkl, geodists/, symmetry/, texcoords/; see
+# densepose_fnl.data.meshes); empty = $DENSEPOSE_MESH_DATA_DIR or <datasets root>/densepose_meshes
+_C.DATASETS.MESH_DATA_DIR = ""
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4

@@ -4,7 +4,9 @@ Flip policy: the UV symmetry tables come from $DENSEPOSE_UV_SYMMETRY if set (mis
 from the image's dataset metadata `densepose_transform_src` (DensePose-COCO:
 <DENSEPOSE_DATASETS>/densepose_eval_data/UV_symmetry_transforms.mat; synthetic set: the .mat the
 generator writes beside it). If that file is absent, ONE warning is logged per file and images that
-carry DensePose annotations are never flipped (box-only images still are). A malformed file is an error.
+carry DensePose chart annotations are never flipped (box-only images still are). A malformed file is an
+error. CSE annotations (dp_vertex, ref_model) flip through their mesh's symmetry file
+(densepose_fnl.data.meshes; a missing file is an error naming it).
 """
 import copy
 import logging
@@ -20,9 +22,11 @@ from ..structures.densepose_annotations import (
     DensePoseList,
     DensePoseTransformData,
     has_densepose,
+    has_densepose_chart,
 )
 from .datasets import MetadataCatalog
 from .image_io import read_image
+from .meshes import set_mesh_data_dir
 from .datasets.builtin import refresh_metadata, uv_symmetry_default_path
 from .transforms import RandomFlip, ResizeShortestEdge, TransformList
 
@@ -81,9 +85,7 @@ def annotations_to_instances(
             dps.append(None)
             continue
         dp = DensePoseDataRelative.from_annotation(a, where=f"{file_name}: annotation id {a.get('id', '?')}")
-        if flip:
-            if transform_data is None:
-                raise RuntimeError("horizontal flip of DensePose annotations needs the UV symmetry tables")
+        if flip:  # chart points need the UV tables, CSE vertices the mesh symmetry (an error if absent)
             dp = dp.hflip(transform_data)
         dps.append(dp)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -127,6 +129,7 @@ class DatasetMapper:
         if self.flip is not None and env and not os.path.isfile(env):
             raise FileNotFoundError(f"DENSEPOSE_UV_SYMMETRY points to a missing file: {env}")
         self._transform_data: Dict[str, Optional[DensePoseTransformData]] = {}
+        set_mesh_data_dir(cfg)  # CSE annotations flip through their mesh's symmetry file
         self.rng = np.random.default_rng(seed)
 
     def reseed(self, seed: int) -> None:
@@ -168,7 +171,7 @@ class DatasetMapper:
             nh, nw = getattr(resize, "new_h", h), getattr(resize, "new_w", w)
             flip = self.flip.get_transform(nh, nw, self.rng)
             if flip.__class__.__name__ == "HFlipTransform":
-                needs_dp = any(has_densepose(a) and int(a.get("iscrowd", 0)) == 0 for a in annos)
+                needs_dp = any(has_densepose_chart(a) and int(a.get("iscrowd", 0)) == 0 for a in annos)
                 if needs_dp:
                     transform_data = self.transform_data_for(d.get("dataset"))
                 if not needs_dp or transform_data is not None:

@@ -23,7 +23,7 @@ import os
 import pickle
 import pickletools
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from scipy.io import loadmat
@@ -186,22 +186,29 @@ def _iter_payload(path: Path, offset: int, length: int, utf8: bool, chunk: int =
             yield data
 
 
-def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], key: str = "Pdist_matrix") -> Path:
-    """Convert ``{key: array (K, 1)}`` pickled (Python 2 or 3, any binary protocol) into a 1-D ``.npy`` at dst,
-    streaming in chunks. float32 (or narrower) sources become float32; float64 stays float64 (exact)."""
+def convert_array_pickle(
+    src: Union[str, os.PathLike], dst: Union[str, os.PathLike], key: Optional[str] = None, flatten: bool = False
+) -> Path:
+    """Convert a pickled numpy array (the top-level object, or ``obj[key]`` of a pickled dict; Python 2 or 3,
+    any binary protocol) into a ``.npy`` at dst, streaming in chunks: the array is never in memory.
+    float32 (or narrower) sources become float32; float64 stays float64 (exact). ``flatten``: write 1-D."""
     src, dst = Path(src), Path(dst)
     skeleton, payloads = _scan_pickle(src)
     obj = _SkeletonUnpickler(io.BytesIO(skeleton), encoding="latin1").load()
-    if not isinstance(obj, dict) or key not in obj:
-        raise ValueError(f"{src}: expected a pickled dict with key '{key}'")
-    stub = obj[key]
-    if not isinstance(stub, _ArrayStub) or stub.shape is None:
-        raise ValueError(f"{src}: '{key}' is not a numpy array")
+    what = "array" if key is None else f"'{key}'"
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            raise ValueError(f"{src}: expected a pickled dict with key '{key}'")
+        obj = obj[key]
+    if not isinstance(obj, _ArrayStub) or obj.shape is None:
+        raise ValueError(f"{src}: {what} is not a numpy array")
+    stub = obj
     if len(payloads) > 1 or (not payloads and stub.data is None):
         raise ValueError(f"{src}: expected one data block, found {len(payloads)}")
+    if stub.fortran and len(stub.shape) > 1:
+        raise ValueError(f"{src}: Fortran-ordered arrays are not supported")
     count = int(np.prod(stub.shape))
-    if any(s != 1 for s in stub.shape[1:]):
-        raise ValueError(f"{src}: expected shape (K, 1), got {stub.shape}")
+    shape = (count,) if flatten else stub.shape
     src_dtype = stub.dtype
     out_dtype = np.dtype("<f8") if src_dtype.kind == "f" and src_dtype.itemsize > 4 else np.dtype("<f4")
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +219,7 @@ def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLi
     try:
         with open(tmp, "wb") as out:
             np.lib.format.write_array_header_2_0(
-                out, {"descr": np.lib.format.dtype_to_descr(out_dtype), "fortran_order": False, "shape": (count,)}
+                out, {"descr": np.lib.format.dtype_to_descr(out_dtype), "fortran_order": False, "shape": shape}
             )
             for data in chunks:
                 if pending:
@@ -229,6 +236,17 @@ def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLi
         if tmp.exists():
             tmp.unlink()
     return dst
+
+
+def convert_pdist_pickle(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], key: str = "Pdist_matrix") -> Path:
+    """Convert ``{key: array (K, 1)}`` pickled (Python 2 or 3, any binary protocol) into a 1-D ``.npy`` at dst,
+    streaming in chunks. float32 (or narrower) sources become float32; float64 stays float64 (exact)."""
+    skeleton, _ = _scan_pickle(Path(src))
+    obj = _SkeletonUnpickler(io.BytesIO(skeleton), encoding="latin1").load()
+    stub = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(stub, _ArrayStub) and stub.shape is not None and any(s != 1 for s in stub.shape[1:]):
+        raise ValueError(f"{src}: expected shape (K, 1), got {stub.shape}")
+    return convert_array_pickle(src, dst, key=key, flatten=True)
 
 
 def _default_cache_root() -> Path:
@@ -250,9 +268,14 @@ def pdist_cache_path(pdist_pkl: Union[str, os.PathLike], cache_dir: Optional[Uni
     return root / f"{src.stem}_{tag}.npy"
 
 
-def ensure_pdist_cache(pdist_pkl: Union[str, os.PathLike], cache_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
-    """Return the .npy cache for the pickle, converting it once (rebuilt if the pickle changes)."""
-    src = Path(pdist_pkl)
+def ensure_npy_cache(
+    pkl: Union[str, os.PathLike],
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    convert: Callable[[Path, Path], Path] = convert_pdist_pickle,
+) -> Path:
+    """Return the .npy cache of a pickled array, converting it once with ``convert`` (rebuilt if the pickle
+    changes; see pdist_cache_path for where it lives)."""
+    src = Path(pkl)
     dst = pdist_cache_path(src, cache_dir)
     meta_path = dst.with_name(dst.name + ".json")
     st = src.stat()
@@ -264,9 +287,44 @@ def ensure_pdist_cache(pdist_pkl: Union[str, os.PathLike], cache_dir: Optional[U
         except ValueError:
             pass
     logger.info("Converting %s to %s (one-off, streaming) ...", src, dst)
-    convert_pdist_pickle(src, dst)
+    convert(src, dst)
     meta_path.write_text(json.dumps(meta))
     return dst
+
+
+def ensure_pdist_cache(pdist_pkl: Union[str, os.PathLike], cache_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """Return the .npy cache for the Pdist pickle, converting it once (rebuilt if the pickle changes)."""
+    return ensure_npy_cache(pdist_pkl, cache_dir, convert_pdist_pickle)
+
+
+def read_npy_header(path: Union[str, os.PathLike]) -> Tuple[Tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a C-ordered .npy file, read from its header only."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if fortran and len(shape) > 1:
+            raise ValueError(f"{path}: Fortran-ordered tables are not supported")
+        return tuple(int(s) for s in shape), np.dtype(dtype), f.tell()
+
+
+def pread_entries(fd: int, offset: int, dtype: np.dtype, flat_index: np.ndarray) -> np.ndarray:
+    """Entries ``flat_index`` (any shape) of a C-ordered table whose data starts at ``offset`` in file fd,
+    read one by one with os.pread (the table is never mapped or read whole)."""
+    index = np.asarray(flat_index, dtype=np.int64)
+    out = np.empty(index.shape, dtype=dtype)
+    if index.size == 0:
+        return out
+    item = dtype.itemsize
+    uniq, inverse = np.unique(index.reshape(-1), return_inverse=True)
+    vals = np.empty(uniq.shape, dtype=dtype)
+    raw = vals.view(np.uint8).reshape(-1, item)
+    for n, k in enumerate(uniq.tolist()):
+        raw[n] = np.frombuffer(os.pread(fd, item, offset + k * item), dtype=np.uint8)
+    out.reshape(-1)[:] = vals[inverse.reshape(-1)]
+    return out
 
 
 class CondensedDistances:
@@ -274,17 +332,10 @@ class CondensedDistances:
 
     def __init__(self, npy_path: Union[str, os.PathLike]):
         self.path = Path(npy_path)
-        with open(self.path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            self.offset = f.tell()
+        shape, self.dtype, self.offset = read_npy_header(self.path)
         if len(shape) != 1:
             raise ValueError(f"{self.path}: expected a 1-D table, got shape {shape}")
         self.size = int(shape[0])
-        self.dtype = np.dtype(dtype)
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def __len__(self) -> int:
@@ -292,20 +343,9 @@ class CondensedDistances:
 
     def __getitem__(self, index: np.ndarray) -> np.ndarray:
         index = np.asarray(index, dtype=np.int64)
-        out = np.empty(index.shape, dtype=self.dtype)
-        if index.size == 0:
-            return out
-        if index.min() < 0 or index.max() >= self.size:
+        if index.size and (index.min() < 0 or index.max() >= self.size):
             raise IndexError(f"distance index out of range [0, {self.size})")
-        flat = out.reshape(-1)
-        item = self.dtype.itemsize
-        uniq, inverse = np.unique(index.reshape(-1), return_inverse=True)
-        vals = np.empty(uniq.shape, dtype=self.dtype)
-        raw = vals.view(np.uint8).reshape(-1, item)
-        for n, k in enumerate(uniq.tolist()):
-            raw[n] = np.frombuffer(os.pread(self._fd, item, self.offset + k * item), dtype=np.uint8)
-        flat[:] = vals[inverse]
-        return out
+        return pread_entries(self._fd, self.offset, self.dtype, index)
 
     def close(self) -> None:
         if self._fd is not None:

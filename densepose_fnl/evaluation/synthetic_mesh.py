@@ -14,6 +14,14 @@ Files (same names, variables, shapes and layouts as the official ones):
 * ``Pdist_matrix.pkl``: a Python-2 style protocol-2 pickle (as the official file: loaded with
   ``encoding="latin1"``) of ``{"Pdist_matrix": float32 array (K, 1)}``, K = n (n - 1) / 2, pair a < b at
   ``b (b - 1) / 2 + a``. Written streaming, so full-size tables (27,554 vertices) can be produced too.
+
+The same body as a CSE mesh (detectron2's mesh files, see ``densepose_fnl.data.meshes``; all Python-3
+pickles read by a plain ``pickle.load``): ``<name>.pkl`` = ``{"vertices": float32 (n, 3), "faces": int64
+(F, 3)}`` (two triangles per grid quad, split along the modelled diagonal), ``geodists/geodists_<name>.pkl``
+= float32 array (n, n) (written streaming, row by row), ``symmetry/symmetry_<name>.pkl`` =
+``{"vertex_transforms": int64 (n,)}`` (the vertex a horizontal flip maps each vertex to: its chart point
+flipped through the chart symmetry tables, then the nearest vertex -- so chart and vertex annotations flip
+alike), ``texcoords/texcoords_<name>.pkl`` = float32 (n, 2) global UVs of the strip.
 """
 import struct
 from dataclasses import dataclass
@@ -41,6 +49,51 @@ class SyntheticBodyMesh:
     @property
     def num_vertices(self) -> int:
         return len(self.vertices)
+
+    @property
+    def num_columns(self) -> int:
+        return (self.grid - 1) * NUM_PARTS + 1
+
+    def faces(self) -> np.ndarray:
+        """(F, 3) int64 triangles: each grid quad split along the diagonal the geodesic graph uses."""
+        g, nc = self.grid, self.num_columns
+        rows, cols = np.meshgrid(np.arange(g - 1), np.arange(nc - 1), indexing="ij")
+        a = (rows * nc + cols).ravel()
+        b, c, d = a + 1, a + nc, a + nc + 1
+        return np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]).astype(np.int64)
+
+    def texcoords(self) -> np.ndarray:
+        """(n, 2) float32 global UVs: column and row of the strip, normalised to [0, 1]."""
+        g, nc = self.grid, self.num_columns
+        rows, cols = np.divmod(np.arange(self.num_vertices), nc)
+        return np.stack([cols / (nc - 1), rows / (g - 1)], 1).astype(np.float32)
+
+    def nearest_vertices(self, i_points, u_points, v_points) -> np.ndarray:
+        """0-based vertex nearest in (U, V) among the points of each part (official findAllClosestVerts on
+        this mesh's subdivided points); -1 for part 0."""
+        i_points = np.asarray(i_points).astype(np.int64).reshape(-1)
+        query = np.stack([np.asarray(u_points, np.float64).reshape(-1), np.asarray(v_points, np.float64).reshape(-1)], 1)
+        out = np.full(i_points.shape, -1, dtype=np.int64)
+        for p in np.unique(i_points[i_points > 0]).tolist():
+            sel_pts = self.subdiv_part == p
+            sel = i_points == p
+            d = ((self.subdiv_uv[sel_pts][:, None, :] - query[sel][None, :, :]) ** 2).sum(-1)
+            out[sel] = self.subdiv_vertex[sel_pts][np.argmin(d, axis=0)]
+        return out
+
+    def vertex_symmetry(self, u_tables: np.ndarray, v_tables: np.ndarray, label_symmetries: Sequence[int]) -> np.ndarray:
+        """(n,) int64: each vertex's chart point (its first chart) flipped as a chart annotation is (part
+        label swapped, (u, v) through the tables at ``[v_idx, u_idx]``), then the nearest vertex."""
+        g, nc = self.grid, self.num_columns
+        rows, cols = np.divmod(np.arange(self.num_vertices), nc)
+        part = np.minimum(cols // (g - 1), NUM_PARTS - 1) + 1
+        u = (cols - (part - 1) * (g - 1)) / (g - 1)
+        v = rows / (g - 1)
+        u_idx = (u * 255).astype(np.int64)
+        v_idx = (v * 255).astype(np.int64)
+        u_new = np.asarray(u_tables)[part - 1, v_idx, u_idx]
+        v_new = np.asarray(v_tables)[part - 1, v_idx, u_idx]
+        return self.nearest_vertices(np.asarray(label_symmetries)[part], u_new, v_new)
 
     def condensed(self) -> np.ndarray:
         """Distances in the official condensed order (pair a < b at b (b - 1) / 2 + a), float32."""
@@ -135,6 +188,80 @@ def write_pdist_pickle(path: Union[str, Path], count: int, chunks: Iterable[np.n
             raise ValueError(f"wrote {written} distances, expected {count}")
         f.write(b"tq\x0bbs.")  # TUPLE, BINPUT, BUILD, SETITEM, STOP
     return path
+
+
+def write_geodists_pickle(path: Union[str, Path], n: int, rows: Iterable[np.ndarray]) -> Path:
+    """Write a float32 array (n, n) as Python 3's ``pickle.dump(array)`` would (numpy's reduce; the data as
+    one BINBYTES8 block), streamed from ``rows`` (float32 arrays holding consecutive rows, n * n values)."""
+    path = Path(path)
+    head = b"".join(
+        [
+            b"\x80\x04",  # PROTO 4
+            b"cnumpy.core.multiarray\n_reconstruct\n",
+            b"cnumpy\nndarray\n",
+            b"K\x00\x85",  # (0,)
+            b"C\x01b\x87R",  # _reconstruct(ndarray, (0,), b'b')
+            b"(K\x01",  # state: (1, shape, dtype, is_fortran, data)
+            _binint(n) + _binint(n) + b"\x86",
+            b"cnumpy\ndtype\n" + _short_binstring(b"f4") + b"\x89\x88\x87R",
+            b"(K\x03" + _short_binstring(b"<") + b"NNN" + _binint(-1) + _binint(-1) + b"K\x00tb",
+            b"\x89",  # is_fortran False
+            b"\x8e" + struct.pack("<Q", n * n * 4),  # BINBYTES8
+        ]
+    )
+    written = 0
+    with open(path, "wb") as f:
+        f.write(head)
+        for chunk in rows:
+            chunk = np.ascontiguousarray(chunk, dtype="<f4").ravel()
+            f.write(chunk.tobytes())
+            written += chunk.size
+        if written != n * n:
+            raise ValueError(f"wrote {written} distances, expected {n * n}")
+        f.write(b"tb.")  # TUPLE, BUILD, STOP
+    return path
+
+
+def mesh_file_names(mesh_name: str) -> Dict[str, str]:
+    """The files of a mesh relative to the mesh data directory (detectron2's builtin layout)."""
+    return {
+        "data": f"{mesh_name}.pkl",
+        "geodists": f"geodists/geodists_{mesh_name}.pkl",
+        "symmetry": f"symmetry/symmetry_{mesh_name}.pkl",
+        "texcoords": f"texcoords/texcoords_{mesh_name}.pkl",
+    }
+
+
+def write_mesh_files(
+    mesh: SyntheticBodyMesh,
+    out_dir: Union[str, Path],
+    mesh_name: str,
+    uv_tables: Optional[Sequence[np.ndarray]] = None,
+) -> Dict[str, Path]:
+    """Write the four CSE mesh files of ``mesh`` under out_dir (see the module docstring). uv_tables: the
+    chart symmetry tables (U, V) the vertex symmetry follows (default: the synthetic dataset's)."""
+    import pickle
+
+    from ..structures.densepose_annotations import DensePoseTransformData
+
+    if uv_tables is None:
+        from ..data.synthetic import synthetic_uv_symmetry_tables
+
+        uv_tables = synthetic_uv_symmetry_tables()
+    out_dir = Path(out_dir)
+    paths = {k: out_dir / v for k, v in mesh_file_names(mesh_name).items()}
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths["data"], "wb") as f:
+        pickle.dump({"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces()}, f, protocol=4)
+    symmetry = mesh.vertex_symmetry(uv_tables[0], uv_tables[1], DensePoseTransformData.POINT_LABEL_SYMMETRIES)
+    with open(paths["symmetry"], "wb") as f:
+        pickle.dump({"vertex_transforms": symmetry.astype(np.int64)}, f, protocol=4)
+    with open(paths["texcoords"], "wb") as f:
+        pickle.dump(mesh.texcoords(), f, protocol=4)
+    n = mesh.num_vertices
+    write_geodists_pickle(paths["geodists"], n, (mesh.geodesic[r : r + 256].astype(np.float32) for r in range(0, n, 256)))
+    return paths
 
 
 def write_subdiv_files(out_dir: Union[str, Path], subdiv_uv: np.ndarray, subdiv_part: np.ndarray, subdiv_vertex: np.ndarray) -> None:

@@ -5,6 +5,9 @@ Conventions (those of DensePose-COCO and detectron2's DensePose project):
 * points `x`, `y` live in a 256 x 256 frame laid over the person's box: a point maps to the image at
   `x_img = x0 + x * w / 256`, `y_img = y0 + y * h / 256` (box `x0, y0, w, h`);
 * `i` is the fine part index 1..24, `u`, `v` its chart coordinates in [0, 1];
+* CSE annotations (continuous surface embeddings) carry `dp_vertex` (0-based vertex of mesh `ref_model`
+  per point) instead of, or besides, `dp_I`, `dp_U`, `dp_V`; a flip maps each vertex through the mesh's
+  symmetry `vertex_transforms` (detectron2's `_flip_vertices`);
 * `segm` is a 256 x 256 map of coarse part labels 0..14 (0 = background) decoded from the 14 RLE masks
   `dp_masks` (mask k gives label k + 1; later masks overwrite earlier ones);
 * a horizontal flip maps `x -> 256 - x`, mirrors `segm` column-wise, swaps left/right labels and
@@ -28,13 +31,18 @@ __all__ = [
     "DensePoseList",
     "DensePoseTransformData",
     "has_densepose",
+    "has_densepose_chart",
+    "has_densepose_cse",
     "validate_densepose_annotation",
     "decode_dp_masks",
 ]
 
 DENSEPOSE_POINT_KEYS = ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V")
 DENSEPOSE_MASK_KEY = "dp_masks"
-DENSEPOSE_KEYS = DENSEPOSE_POINT_KEYS + (DENSEPOSE_MASK_KEY,)
+DENSEPOSE_VERTEX_KEY = "dp_vertex"
+DENSEPOSE_MESH_NAME_KEY = "ref_model"
+DENSEPOSE_CSE_KEYS = (DENSEPOSE_VERTEX_KEY, DENSEPOSE_MESH_NAME_KEY)
+DENSEPOSE_KEYS = DENSEPOSE_POINT_KEYS + (DENSEPOSE_MASK_KEY,) + DENSEPOSE_CSE_KEYS
 
 # Fine parts I = 1..24 (DensePose-COCO). The official documentation groups them as
 # "1, 2 = Torso, 3 = Right Hand, 4 = Left Hand, 5 = Left Foot, 6 = Right Foot, 7, 9 = Upper Leg Right,
@@ -65,9 +73,20 @@ FINE_TO_COARSE = (
 )  # fmt: skip
 
 
-def has_densepose(ann: Dict[str, Any]) -> bool:
+def has_densepose_chart(ann: Dict[str, Any]) -> bool:
     """True when an annotation carries DensePose chart points (all of dp_x, dp_y, dp_I, dp_U, dp_V)."""
     return all(ann.get(k) is not None for k in DENSEPOSE_POINT_KEYS)
+
+
+def has_densepose_cse(ann: Dict[str, Any]) -> bool:
+    """True when an annotation carries CSE points (dp_x, dp_y, dp_vertex and ref_model)."""
+    return all(ann.get(k) is not None for k in ("dp_x", "dp_y") + DENSEPOSE_CSE_KEYS)
+
+
+def has_densepose(ann: Dict[str, Any]) -> bool:
+    """True when an annotation carries DensePose points: chart (dp_I, dp_U, dp_V) or CSE (dp_vertex,
+    ref_model) ones, with dp_x, dp_y (detectron2's validate_annotation: either setting)."""
+    return has_densepose_chart(ann) or has_densepose_cse(ann)
 
 
 def validate_densepose_annotation(ann: Dict[str, Any], where: str = "annotation") -> None:
@@ -77,7 +96,12 @@ def validate_densepose_annotation(ann: Dict[str, Any], where: str = "annotation"
     inside the 256 frame (a small tolerance), `dp_masks` a list of 14 entries each [] or an RLE dict.
     An annotation without any DensePose key is valid (box-only).
     """
+    cse = [k for k in DENSEPOSE_CSE_KEYS if ann.get(k) is not None]
+    if cse:
+        _validate_cse_fields(ann, cse, where)
     present = [k for k in DENSEPOSE_POINT_KEYS if ann.get(k) is not None]
+    if cse and present == ["dp_x", "dp_y"]:
+        present = []  # a CSE annotation: points without charts
     if present and len(present) != len(DENSEPOSE_POINT_KEYS):
         missing = [k for k in DENSEPOSE_POINT_KEYS if k not in present]
         raise ValueError(f"{where}: has {present} but lacks {missing}")
@@ -115,6 +139,28 @@ def validate_densepose_annotation(ann: Dict[str, Any], where: str = "annotation"
                 continue
             if not isinstance(m, dict) or "counts" not in m or "size" not in m:
                 raise ValueError(f"{where}: dp_masks[{k}] is neither [] nor an RLE dict with size/counts")
+
+
+def _validate_cse_fields(ann: Dict[str, Any], cse: Sequence[str], where: str) -> None:
+    if len(cse) != len(DENSEPOSE_CSE_KEYS):
+        missing = [k for k in DENSEPOSE_CSE_KEYS if k not in cse]
+        raise ValueError(f"{where}: has {list(cse)} but lacks {missing}")
+    name = ann[DENSEPOSE_MESH_NAME_KEY]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: ref_model must be a mesh name (str), got {name!r}")
+    for k in ("dp_x", "dp_y"):
+        if ann.get(k) is None:
+            raise ValueError(f"{where}: has dp_vertex but lacks {k}")
+    try:
+        verts = np.asarray(ann[DENSEPOSE_VERTEX_KEY], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: dp_vertex is not a list of numbers ({e})") from e
+    if len(verts) != len(np.asarray(ann["dp_x"]).reshape(-1)):
+        raise ValueError(f"{where}: dp_vertex has {len(verts)} entries but dp_x {len(np.asarray(ann['dp_x']).reshape(-1))}")
+    if len(verts) and (not np.all(np.isfinite(verts)) or verts.min() < 0 or np.any(verts != np.round(verts))):
+        raise ValueError(f"{where}: dp_vertex must be 0-based vertex indices (integers >= 0)")
+    if ann.get("dp_y") is not None and len(np.asarray(ann["dp_y"]).reshape(-1)) != len(verts):
+        raise ValueError(f"{where}: dp_y and dp_vertex have unequal lengths")
 
 
 def decode_dp_masks(masks: Optional[Sequence[Any]], size: int = 256) -> torch.Tensor:
@@ -223,32 +269,59 @@ class DensePoseDataRelative:
     """One person's DensePose ground truth relative to its box (detectron2's `DensePoseDataRelative`).
 
     x, y: (K,) float32 points in the 256 box frame; i: (K,) int64 fine parts 1..24; u, v: (K,) float32
-    in [0, 1]; segm: (256, 256) int64 coarse labels 0..14, or None when the annotation has no masks.
+    in [0, 1] (None for a CSE-only annotation); vertex_ids: (K,) int64 0-based vertices of mesh
+    `mesh_name` (CSE annotations; else None); segm: (256, 256) int64 coarse labels 0..14, or None when the
+    annotation has no masks.
     """
 
     N_BODY_PARTS = 14
     N_PART_LABELS = 24
     MASK_SIZE = 256
+    VERTEX_IDS_KEY = DENSEPOSE_VERTEX_KEY
+    MESH_NAME_KEY = DENSEPOSE_MESH_NAME_KEY
 
     def __init__(
         self,
         x: torch.Tensor,
         y: torch.Tensor,
-        i: torch.Tensor,
-        u: torch.Tensor,
-        v: torch.Tensor,
+        i: Optional[torch.Tensor] = None,
+        u: Optional[torch.Tensor] = None,
+        v: Optional[torch.Tensor] = None,
         segm: Optional[torch.Tensor] = None,
+        vertex_ids: Optional[torch.Tensor] = None,
+        mesh_name: Optional[str] = None,
     ):
         self.x = torch.as_tensor(x, dtype=torch.float32).reshape(-1)
         self.y = torch.as_tensor(y, dtype=torch.float32).reshape(-1)
-        self.i = torch.as_tensor(i).reshape(-1).round().to(torch.long)
-        self.u = torch.as_tensor(u, dtype=torch.float32).reshape(-1)
-        self.v = torch.as_tensor(v, dtype=torch.float32).reshape(-1)
-        n = {len(t) for t in (self.x, self.y, self.i, self.u, self.v)}
-        if len(n) != 1:
+        charts = [t is not None for t in (i, u, v)]
+        if any(charts) and not all(charts):
+            raise ValueError("DensePose chart points need all of i, u, v")
+        if not all(charts) and vertex_ids is None:
+            raise ValueError("DensePose data needs chart points (i, u, v) or CSE vertex_ids")
+        self.i = None if i is None else torch.as_tensor(i).reshape(-1).round().to(torch.long)
+        self.u = None if u is None else torch.as_tensor(u, dtype=torch.float32).reshape(-1)
+        self.v = None if v is None else torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+        if (vertex_ids is None) != (mesh_name is None):
+            raise ValueError("CSE annotations need both vertex_ids and mesh_name")
+        if mesh_name is not None and (not isinstance(mesh_name, str) or not mesh_name):
+            raise ValueError(f"mesh_name must be a non-empty str, got {mesh_name!r}")
+        self.vertex_ids = None
+        if vertex_ids is not None:
+            vid = torch.as_tensor(vertex_ids)
+            if vid.is_floating_point():
+                vid = vid.round()
+            self.vertex_ids = vid.reshape(-1).to(torch.long)
+            if len(self.vertex_ids) and int(self.vertex_ids.min()) < 0:
+                raise ValueError("vertex_ids must be >= 0 (0-based mesh vertices)")
+        self.mesh_name = mesh_name
+        lengths = {"x": len(self.x), "y": len(self.y)}
+        for name in ("i", "u", "v", "vertex_ids"):
+            t = getattr(self, name)
+            if t is not None:
+                lengths[name] = len(t)
+        if len(set(lengths.values())) != 1:
             raise ValueError(
-                f"DensePose point arrays have unequal lengths: x {len(self.x)}, y {len(self.y)}, "
-                f"i {len(self.i)}, u {len(self.u)}, v {len(self.v)}"
+                "DensePose point arrays have unequal lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items())
             )
         if segm is not None:
             segm = torch.as_tensor(segm).to(torch.long)
@@ -258,31 +331,54 @@ class DensePoseDataRelative:
 
     @classmethod
     def from_annotation(cls, ann: Dict[str, Any], where: str = "annotation") -> "DensePoseDataRelative":
-        """Build from a dataset-dict annotation (dp_x, dp_y, dp_I, dp_U, dp_V and optional dp_masks)."""
+        """Build from a dataset-dict annotation (dp_x, dp_y with dp_I, dp_U, dp_V and / or dp_vertex,
+        ref_model; optional dp_masks)."""
         if not has_densepose(ann):
-            raise ValueError(f"{where}: no DensePose points (needs {', '.join(DENSEPOSE_POINT_KEYS)})")
+            raise ValueError(
+                f"{where}: no DensePose points (needs dp_x, dp_y and dp_I, dp_U, dp_V or dp_vertex, ref_model)"
+            )
         validate_densepose_annotation(ann, where)
         masks = ann.get(DENSEPOSE_MASK_KEY)
         segm = decode_dp_masks(masks, cls.MASK_SIZE) if masks else None
+        chart = has_densepose_chart(ann)
+        cse = has_densepose_cse(ann)
         return cls(
             x=torch.as_tensor(ann["dp_x"], dtype=torch.float32),
             y=torch.as_tensor(ann["dp_y"], dtype=torch.float32),
-            i=torch.as_tensor(ann["dp_I"], dtype=torch.float64),
-            u=torch.as_tensor(ann["dp_U"], dtype=torch.float32),
-            v=torch.as_tensor(ann["dp_V"], dtype=torch.float32),
+            i=torch.as_tensor(ann["dp_I"], dtype=torch.float64) if chart else None,
+            u=torch.as_tensor(ann["dp_U"], dtype=torch.float32) if chart else None,
+            v=torch.as_tensor(ann["dp_V"], dtype=torch.float32) if chart else None,
             segm=segm,
+            vertex_ids=torch.as_tensor(np.asarray(ann[DENSEPOSE_VERTEX_KEY], dtype=np.float64)) if cse else None,
+            mesh_name=ann[DENSEPOSE_MESH_NAME_KEY] if cse else None,
         )
 
     @staticmethod
     def validate_annotation(ann: Dict[str, Any]) -> Tuple[bool, Optional[str]]:
         """(True, None) if `ann` can be turned into DensePose data, else (False, reason)."""
         if not has_densepose(ann):
-            return False, f"expected {', '.join(DENSEPOSE_POINT_KEYS)}"
+            return False, (
+                f"expected either {', '.join(DENSEPOSE_POINT_KEYS)} (IUV setting) or "
+                f"dp_x, dp_y, {', '.join(DENSEPOSE_CSE_KEYS)} (CSE setting)"
+            )
         try:
             validate_densepose_annotation(ann)
         except ValueError as e:
             return False, str(e)
         return True, None
+
+    @property
+    def has_charts(self) -> bool:
+        return self.i is not None
+
+    @property
+    def mesh_id(self) -> Optional[int]:
+        """The catalog id of mesh_name (detectron2 stores this), or None for chart-only data."""
+        if self.mesh_name is None:
+            return None
+        from ..data.meshes import MeshCatalog
+
+        return MeshCatalog.get_mesh_id(self.mesh_name)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -291,39 +387,66 @@ class DensePoseDataRelative:
     def device(self) -> torch.device:
         return self.x.device
 
-    def to(self, device) -> "DensePoseDataRelative":
+    def _apply(self, fn) -> "DensePoseDataRelative":
+        def opt(t):
+            return None if t is None else fn(t)
+
         return DensePoseDataRelative(
-            self.x.to(device), self.y.to(device), self.i.to(device), self.u.to(device), self.v.to(device),
-            None if self.segm is None else self.segm.to(device),
+            fn(self.x), fn(self.y), opt(self.i), opt(self.u), opt(self.v), opt(self.segm),
+            opt(self.vertex_ids), self.mesh_name,
         )  # fmt: skip
+
+    def to(self, device) -> "DensePoseDataRelative":
+        return self._apply(lambda t: t.to(device))
 
     def clone(self) -> "DensePoseDataRelative":
-        return DensePoseDataRelative(
-            self.x.clone(), self.y.clone(), self.i.clone(), self.u.clone(), self.v.clone(),
-            None if self.segm is None else self.segm.clone(),
-        )  # fmt: skip
+        return self._apply(lambda t: t.clone())
 
-    def hflip(self, transform_data: DensePoseTransformData) -> "DensePoseDataRelative":
-        """The same person mirrored left-right (a new object; `self` is unchanged)."""
-        tables = transform_data.uv_symmetries
+    def hflip(self, transform_data: Optional[DensePoseTransformData] = None) -> "DensePoseDataRelative":
+        """The same person mirrored left-right (a new object; `self` is unchanged). Chart points need the
+        UV symmetry tables (`transform_data`); vertex ids map through the mesh's `vertex_transforms`."""
         dev = self.x.device
         x = self.MASK_SIZE - self.x
-        i_old = self.i
-        i_new = transform_data.point_label_symmetries.to(dev)[i_old]
-        u_idx = (self.u * 255).long().clamp(0, 255)
-        v_idx = (self.v * 255).long().clamp(0, 255)
-        part = (i_old - 1).clamp(0, self.N_PART_LABELS - 1)
-        u_tab = tables["U_transforms"].to(dev)
-        v_tab = tables["V_transforms"].to(dev)
-        u = u_tab[part, v_idx, u_idx].to(torch.float32)
-        v = v_tab[part, v_idx, u_idx].to(torch.float32)
+        i_new = u = v = None
+        if self.i is not None:
+            if transform_data is None:
+                raise RuntimeError("horizontal flip of DensePose chart annotations needs the UV symmetry tables")
+            tables = transform_data.uv_symmetries
+            i_old = self.i
+            i_new = transform_data.point_label_symmetries.to(dev)[i_old]
+            u_idx = (self.u * 255).long().clamp(0, 255)
+            v_idx = (self.v * 255).long().clamp(0, 255)
+            part = (i_old - 1).clamp(0, self.N_PART_LABELS - 1)
+            u = tables["U_transforms"].to(dev)[part, v_idx, u_idx].to(torch.float32)
+            v = tables["V_transforms"].to(dev)[part, v_idx, u_idx].to(torch.float32)
+        vertex_ids = None
+        if self.vertex_ids is not None:
+            vertex_ids = self._flip_vertices()
         segm = None
         if self.segm is not None:
-            segm = transform_data.mask_label_symmetries.to(dev)[torch.flip(self.segm, [1])]
-        return DensePoseDataRelative(x, self.y.clone(), i_new, u, v, segm)
+            labels = (transform_data.mask_label_symmetries if transform_data is not None
+                      else torch.tensor(DensePoseTransformData.MASK_LABEL_SYMMETRIES, dtype=torch.long))
+            segm = labels.to(dev)[torch.flip(self.segm, [1])]
+        return DensePoseDataRelative(x, self.y.clone(), i_new, u, v, segm, vertex_ids, self.mesh_name)
+
+    def _flip_vertices(self) -> torch.Tensor:
+        from .mesh import create_mesh
+
+        mesh = create_mesh(self.mesh_name)
+        symmetry = mesh.symmetry
+        if symmetry is None:
+            raise RuntimeError(f"mesh '{self.mesh_name}' has no symmetry file: CSE annotations cannot be flipped")
+        transforms = symmetry["vertex_transforms"]
+        if len(self.vertex_ids) and int(self.vertex_ids.max()) >= len(transforms):
+            raise ValueError(
+                f"vertex id {int(self.vertex_ids.max())} out of range for mesh '{self.mesh_name}' "
+                f"({len(transforms)} vertices)"
+            )
+        return transforms.to(self.device)[self.vertex_ids]
 
     def __repr__(self) -> str:
-        return f"DensePoseDataRelative(num_points={len(self)}, has_segm={self.segm is not None})"
+        kind = "+".join(k for k, t in (("charts", self.i), ("cse:" + str(self.mesh_name), self.vertex_ids)) if t is not None)
+        return f"DensePoseDataRelative(num_points={len(self)}, {kind}, has_segm={self.segm is not None})"
 
 
 class DensePoseList(list):
