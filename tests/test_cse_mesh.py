@@ -167,3 +167,37 @@ def test_closest_vertices_matches_brute_force_with_background():
     py, px = torch.tensor([0, 10, 32, 5]), torch.tensor([0, 40, 3, 17])
     assert closest_vertices(emb, segm, box, verts, points=(py, px)).tolist() == full[py, px].tolist()
     assert torch.equal(closest_vertices(emb, segm, box, verts), full)  # chunking does not change results
+
+
+def test_synthetic_cse_dataset_loads_and_flips(tmp_path, monkeypatch):
+    """--cse: dp_vertex = nearest synthetic-mesh vertex of each point's (I, U, V); the CSE datasets load
+    through the regular loader and the mapper flips their vertices through the mesh symmetry."""
+    from densepose_fnl.config import get_cfg
+    from densepose_fnl.data import DatasetCatalog, DatasetMapper, register_builtin_datasets
+    from densepose_fnl.data.synthetic import SYNTHETIC_MESH_NAME, ensure_synthetic_dataset
+
+    root = ensure_synthetic_dataset(tmp_path / "ds", num_train=2, num_val=1, seed=3, min_size=64, max_size=80,
+                                    cse=True)
+    monkeypatch.setenv("DENSEPOSE_SYNTHETIC_ROOT", str(root))
+    register_builtin_datasets()
+    body = make_synthetic_mesh()
+    dicts = DatasetCatalog.get("densepose_synthetic_cse_train")
+    anns = [a for d in dicts for a in d["annotations"] if "dp_vertex" in a]
+    assert anns and all(a["ref_model"] == SYNTHETIC_MESH_NAME for a in anns)
+    a = anns[0]
+    assert a["dp_vertex"] == body.nearest_vertices(a["dp_I"], a["dp_U"], a["dp_V"]).tolist()
+    cfg = get_cfg()
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    mapper = DatasetMapper(cfg, is_train=True)
+    sym = create_mesh(SYNTHETIC_MESH_NAME).symmetry["vertex_transforms"]
+    seen = set()
+    for seed in range(8):
+        mapper.reseed(seed)
+        out = mapper(dicts[0])
+        dp = next(d for d in out["instances"].gt_densepose if d is not None)
+        orig = next(x for x in dicts[0]["annotations"] if "dp_vertex" in x)
+        flipped = not torch.allclose(dp.x, torch.tensor(orig["dp_x"], dtype=torch.float32))
+        expect = sym[torch.tensor(orig["dp_vertex"])] if flipped else torch.tensor(orig["dp_vertex"])
+        assert dp.vertex_ids.tolist() == expect.tolist() and dp.mesh_name == SYNTHETIC_MESH_NAME
+        seen.add(flipped)
+    assert seen == {True, False}

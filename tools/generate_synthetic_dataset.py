@@ -4,7 +4,8 @@
 Example:
     python tools/generate_synthetic_dataset.py --output datasets/synthetic --num-train 200 --num-val 50 --seed 0
     python tools/generate_synthetic_dataset.py --output datasets/synthetic_demo --preset demo   # the demo's set
-then train/evaluate on `densepose_synthetic_train` / `densepose_synthetic_val` (found under
+then train/evaluate on `densepose_synthetic_train` / `densepose_synthetic_val` (with --cse also
+`densepose_synthetic_cse_train` / `densepose_synthetic_cse_val`; found under
 $DENSEPOSE_SYNTHETIC_ROOT, default <DENSEPOSE_DATASETS or ./datasets>/synthetic).
 """
 import argparse
@@ -32,6 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--layout", choices=("classic", "demo"), default="classic",
                    help="classic: the original set (1-4 people, simple backgrounds); demo: 1-3 larger people, "
                         "cluttered backgrounds")
+    p.add_argument("--cse", action="store_true",
+                   help="also write CSE annotations (dp_vertex, ref_model 'synthetic_body') and the synthetic "
+                        "mesh files (<output>/meshes): datasets densepose_synthetic_cse_train / _val")
     p.add_argument("--preset", choices=("demo",), default=None,
                    help="demo: the set scripts/demo.sh trains on (densepose_fnl.data.synthetic.DEMO_PRESET: "
                         "400 / 50 images, shortest side 320-384, 1000 points per person, demo layout); "
@@ -55,7 +59,7 @@ def main(argv=None) -> int:
     root = generate_synthetic_dataset(
         args.output, args.num_train, args.num_val, args.seed, args.min_size, args.max_size,
         save_dense=args.save_dense, image_ext=".png" if args.png else ".jpg",
-        points_per_person=args.points_per_person, layout=args.layout,
+        points_per_person=args.points_per_person, layout=args.layout, cse=args.cse,
     )  # fmt: skip
     stats = json.loads((root / "manifest.json").read_text())["stats"]
     print(f"wrote {root} in {time.time() - t0:.1f}s: {stats}")

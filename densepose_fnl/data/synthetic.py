@@ -543,6 +543,64 @@ def synthetic_uv_symmetry_tables() -> Tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
+SYNTHETIC_MESH_NAME = "synthetic_body"
+
+
+def synthetic_cse_paths(root: Union[str, os.PathLike], split: str) -> Tuple[str, str]:
+    """(images folder, CSE annotation JSON) of a split under `root` (the JSON written by `add_cse_annotations`)."""
+    images, ann = synthetic_split_paths(root, split)
+    return images, ann[: -len(".json")] + "_cse.json"
+
+
+def synthetic_mesh_dir(root: Union[str, os.PathLike]) -> str:
+    """Where the synthetic body's CSE mesh files live: <root>/meshes."""
+    return os.path.join(os.fspath(root), "meshes")
+
+
+def register_synthetic_mesh(root: Union[str, os.PathLike]) -> None:
+    """Register SYNTHETIC_MESH_NAME in the mesh catalog with its files under <root>/meshes."""
+    from ..evaluation.synthetic_mesh import mesh_file_names
+    from .meshes import MeshInfo, register_mesh
+
+    register_mesh(MeshInfo(SYNTHETIC_MESH_NAME, **mesh_file_names(SYNTHETIC_MESH_NAME),
+                           data_dir=os.path.abspath(synthetic_mesh_dir(root))))
+
+
+def add_cse_annotations(root: Union[str, os.PathLike]) -> None:
+    """CSE ground truth for a generated set: the synthetic body mesh files (<root>/meshes, detectron2's
+    formats; the same body as the synthetic chart evaluation data) and, per split, a copy of the JSON whose
+    DensePose annotations also carry ``dp_vertex`` (the mesh vertex nearest to each point's (I, U, V), as
+    the official evaluation maps chart points to vertices) and ``ref_model``."""
+    from ..evaluation.synthetic_mesh import make_synthetic_mesh, write_mesh_files
+
+    mesh = make_synthetic_mesh()
+    write_mesh_files(mesh, synthetic_mesh_dir(root), SYNTHETIC_MESH_NAME, synthetic_uv_symmetry_tables())
+    for split in _SPLIT_IDS:
+        src = synthetic_split_paths(root, split)[1]
+        if not os.path.isfile(src):
+            continue
+        with open(src) as f:
+            data = json.load(f)
+        for ann in data["annotations"]:
+            if "dp_I" in ann:
+                ann["dp_vertex"] = mesh.nearest_vertices(ann["dp_I"], ann["dp_U"], ann["dp_V"]).tolist()
+                ann["ref_model"] = SYNTHETIC_MESH_NAME
+        dst = synthetic_cse_paths(root, split)[1]
+        tmp = dst + f".tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, dst)
+    register_synthetic_mesh(root)
+
+
+def has_cse_annotations(root: Union[str, os.PathLike]) -> bool:
+    from ..evaluation.synthetic_mesh import mesh_file_names
+
+    files = [synthetic_cse_paths(root, s)[1] for s in _SPLIT_IDS]
+    files += [os.path.join(synthetic_mesh_dir(root), f) for f in mesh_file_names(SYNTHETIC_MESH_NAME).values()]
+    return all(os.path.isfile(f) for f in files)
+
+
 def synthetic_split_paths(root: Union[str, os.PathLike], split: str) -> Tuple[str, str]:
     """(images folder, annotation JSON) of a split ("train" / "val") under `root`."""
     if split not in _SPLIT_IDS:
@@ -634,8 +692,10 @@ def generate_synthetic_dataset(
     points_per_person: int = 100,
     layout: str = "classic",
     workers: int = 1,
+    cse: bool = False,
 ) -> Path:
-    """Generate both splits, the synthetic UV symmetry .mat and a manifest under `output`.
+    """Generate both splits, the synthetic UV symmetry .mat and a manifest under `output`; with `cse`
+    also the CSE annotations and mesh files (`add_cse_annotations`).
     The defaults make the original ("classic") set; `DEMO_PRESET` is the demo's. `workers`: rendering
     processes (the files do not depend on it)."""
     t0 = time.time()
@@ -654,6 +714,8 @@ def generate_synthetic_dataset(
     manifest = _manifest(num_train, num_val, seed, min_size, max_size, save_dense, image_ext, points_per_person,
                          layout)
     manifest["stats"] = stats
+    if cse:
+        add_cse_annotations(root)
     with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=1)
     logger.info("Synthetic DensePose set written to %s in %.1fs: %s", root, time.time() - t0, stats)
@@ -690,9 +752,10 @@ def ensure_synthetic_dataset(
     points_per_person: int = 100,
     layout: str = "classic",
     workers: int = 1,
+    cse: bool = False,
 ) -> Path:
     """Return the synthetic dataset root, generating it first if it is missing, incomplete or was made
-    with other parameters. `root` defaults to $DENSEPOSE_SYNTHETIC_ROOT or <DENSEPOSE_DATASETS>/synthetic
+    with other parameters (with `cse`: also its CSE annotations, added if absent). `root` defaults to $DENSEPOSE_SYNTHETIC_ROOT or <DENSEPOSE_DATASETS>/synthetic
     (where `densepose_synthetic_train` / `densepose_synthetic_val` look)."""
     if root is None:
         from .datasets.builtin import synthetic_root
@@ -711,10 +774,12 @@ def ensure_synthetic_dataset(
             root / "UV_symmetry_transforms.mat"
         ).is_file()
         if have == want and complete:
+            if cse and not has_cse_annotations(root):
+                add_cse_annotations(root)
             return root
         logger.warning("Synthetic dataset at %s is incomplete or made with other parameters; regenerating", root)
     return generate_synthetic_dataset(root, num_train, num_val, seed, min_size, max_size, save_dense, image_ext,
-                                      points_per_person, layout, workers)
+                                      points_per_person, layout, workers, cse)
 
 
 # The set `scripts/demo.sh` trains on: realistic image sizes, 1-3 people, cluttered backgrounds and dense

@@ -1,4 +1,5 @@
-"""Built-in datasets: DensePose-COCO 2014 (detectron2's names) and the embedded synthetic set.
+"""Built-in datasets: DensePose-COCO 2014 (detectron2's names, chart and CSE) and the embedded synthetic set
+(chart, and CSE with --cse).
 
 Paths are resolved when a dataset is loaded (so DENSEPOSE_DATASETS / DENSEPOSE_SYNTHETIC_ROOT may be set
 after import); the metadata is refreshed at that moment too.
@@ -15,9 +16,16 @@ DENSEPOSE_COCO_DATASETS: Dict[str, Tuple[str, str]] = {
     "densepose_coco_2014_valminusminival": ("coco/val2014", "coco/annotations/densepose_valminusminival2014.json"),
     "densepose_coco_2014_minival": ("coco/val2014", "coco/annotations/densepose_minival2014.json"),
     "densepose_coco_2014_minival_100": ("coco/val2014", "coco/annotations/densepose_minival2014_100.json"),
+    # CSE annotations (dp_vertex, ref_model): detectron2's names and files
+    "densepose_coco_2014_train_cse": ("coco/train2014", "coco_cse/densepose_train2014_cse.json"),
+    "densepose_coco_2014_minival_cse": ("coco/val2014", "coco_cse/densepose_minival2014_cse.json"),
+    "densepose_coco_2014_minival_100_cse": ("coco/val2014", "coco_cse/densepose_minival2014_100_cse.json"),
+    "densepose_coco_2014_valminusminival_cse": ("coco/val2014", "coco_cse/densepose_valminusminival2014_cse.json"),
 }
 
 SYNTHETIC_SPLITS = {"densepose_synthetic_train": "train", "densepose_synthetic_val": "val"}
+# the same images with CSE annotations (tools/generate_synthetic_dataset.py --cse)
+SYNTHETIC_CSE_SPLITS = {"densepose_synthetic_cse_train": "train", "densepose_synthetic_cse_val": "val"}
 
 
 def uv_symmetry_default_path() -> str:
@@ -47,6 +55,21 @@ def _synthetic_paths(name: str) -> Dict[str, str]:
     split = SYNTHETIC_SPLITS[name]
     root = synthetic_root()
     images, ann = synthetic_split_paths(root, split)
+    return {
+        "image_root": images,
+        "json_file": ann,
+        "densepose_transform_src": os.path.join(root, "UV_symmetry_transforms.mat"),
+        "evaluator_type": "densepose",
+    }
+
+
+def _synthetic_cse_paths(name: str) -> Dict[str, str]:
+    from ..synthetic import register_synthetic_mesh, synthetic_cse_paths
+
+    split = SYNTHETIC_CSE_SPLITS[name]
+    root = synthetic_root()
+    images, ann = synthetic_cse_paths(root, split)
+    register_synthetic_mesh(root)
     return {
         "image_root": images,
         "json_file": ann,
@@ -85,6 +108,13 @@ def register_builtin_datasets(replace: bool = True) -> None:
             continue
         DatasetCatalog.register(name, _make_loader(name, _synthetic_paths, synth_hint), replace=True)
         MetadataCatalog.get(name).set(thing_classes=["person"], **_synthetic_paths(name))
+    cse_hint = synth_hint.replace("--output <dir>", "--output <dir> --cse").replace(
+        "ensure_synthetic_dataset()", "ensure_synthetic_dataset(cse=True)")
+    for name in SYNTHETIC_CSE_SPLITS:
+        if name in DatasetCatalog and not replace:
+            continue
+        DatasetCatalog.register(name, _make_loader(name, _synthetic_cse_paths, cse_hint), replace=True)
+        MetadataCatalog.get(name).set(thing_classes=["person"], **_synthetic_cse_paths(name))
 
 
 def refresh_metadata(name: str) -> None:
@@ -93,3 +123,5 @@ def refresh_metadata(name: str) -> None:
         MetadataCatalog.get(name).set(**_coco_paths(name))
     elif name in SYNTHETIC_SPLITS:
         MetadataCatalog.get(name).set(**_synthetic_paths(name))
+    elif name in SYNTHETIC_CSE_SPLITS:
+        MetadataCatalog.get(name).set(**_synthetic_cse_paths(name))

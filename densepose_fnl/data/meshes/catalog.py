@@ -10,13 +10,14 @@ import os
 from collections import UserDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Dict, Iterable, Optional, Union
 
 __all__ = [
     "ENV_MESH_DATA_DIR",
     "MeshCatalog",
     "MeshFileMissingError",
     "MeshInfo",
+    "get_class_to_mesh_name_mapping",
     "mesh_file_path",
     "register_mesh",
     "register_meshes",
@@ -129,3 +130,14 @@ def mesh_file_path(mesh_info: MeshInfo, field: str) -> Optional[Path]:
             "downloaded here: see datasets/README.md)"
         )
     return path
+
+
+def get_class_to_mesh_name_mapping(cfg) -> Dict[int, str]:
+    """DATASETS.CLASS_TO_MESH_NAME_MAPPING as {contiguous class index: mesh name} (detectron2's helper);
+    every name must be a registered mesh."""
+    mapping = {int(k): str(v) for k, v in cfg.DATASETS.CLASS_TO_MESH_NAME_MAPPING.items()}
+    unknown = sorted({v for v in mapping.values() if v not in MeshCatalog})
+    if unknown:
+        raise KeyError(f"DATASETS.CLASS_TO_MESH_NAME_MAPPING names unregistered mesh(es) {unknown} "
+                       f"(known: {sorted(MeshCatalog)})")
+    return mapping
