@@ -16,8 +16,20 @@ IUV_DT), computing the same numbers:
   extras (images whose GT are all ignored ignore their detections; unmatched detections with box IoU >= 0.8
   to an ignored GT are ignored); area ranges all / medium / large.
 
-Memory: detections keep their IUV PNG-compressed and are decoded one image at a time; everything per image
-is computed once and shared by the three modes.
+CSE (continuous surface embeddings; detectron2's ``computeOgps_single_pair_cse``): the prediction's closest
+vertex at each GT point (``postprocess.cse.closest_vertices``: embedding and coarse segmentation resized to
+the integer box, nearest vertex embedding, -1 on background or outside the box), the GT vertex
+``dp_vertex`` of mesh ``ref_model``, the distance from the mesh's geodesic table (inf when either side has
+no vertex), normalised per part (official means of the coarse part of ``dp_I``) for ``smpl_27554``
+annotations with ``dp_I``, else by 0.255. CSE detections are filtered by ignore regions with the box rule
+(the official evaluator applies the mask rule only to chart results), and their body mask for GPSm / IOU is
+the resized coarse segmentation's argmax > 0.
+
+Memory: detections keep their IUV PNG-compressed and are decoded one image at a time; CSE detections keep,
+instead of their float embedding, only what scoring reads: the matched vertex at every GT point of their
+image (``cse_vertices``: {gt id: int32 array}) and their body mask as RLE (``cse_mask``), computed when the
+detection is recorded (``cse_detection_data``). Everything per image is computed once and shared by the
+three modes.
 """
 import contextlib
 import io
@@ -31,7 +43,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy.ndimage import zoom
 
-from .eval_data import GeodesicEvalData
+from .eval_data import COARSE_PARTS, MEAN_DISTANCES, GeodesicEvalData
 from .results_format import decode_iuv, decode_png
 
 logger = logging.getLogger(__name__)
@@ -39,6 +51,8 @@ logger = logging.getLogger(__name__)
 MODES = ("GPS", "GPSM", "IOU")
 IGNORE_THR_BB = 0.7
 IGNORE_THR_UV = 0.9
+SMPL_MESH_NAME = "smpl_27554"
+CSE_DEFAULT_NORMALISER = 0.255
 
 
 def densepose_metric_names(min_threshold: float = 0.5) -> List[str]:
@@ -68,7 +82,8 @@ class Params:
 class Detection:
     """One detection; its IUV (uint8 (3, H, W)) is kept compressed and decoded on demand."""
 
-    __slots__ = ("image_id", "category_id", "bbox", "score", "id", "area", "_iuv", "_png", "_uv_data", "_uv_shape")
+    __slots__ = ("image_id", "category_id", "bbox", "score", "id", "area", "_iuv", "_png", "_uv_data", "_uv_shape",
+                 "cse_vertices", "cse_mask")
 
     def __init__(self, entry: Dict[str, Any], det_id: int):
         self.image_id = entry["image_id"]
@@ -81,10 +96,27 @@ class Detection:
         self._png = entry.get("uv_png")  # PNG bytes
         self._uv_data = entry.get("uv_data")  # base64 PNG text
         self._uv_shape = entry.get("uv_shape")
+        vertices = entry.get("cse_vertices")  # {gt id: int array}, json keys may be str
+        self.cse_vertices = None if vertices is None else {int(k): np.asarray(v) for k, v in vertices.items()}
+        self.cse_mask = entry.get("cse_mask")  # RLE of the box-size body mask
+
+    @property
+    def is_cse(self) -> bool:
+        return self.cse_vertices is not None
 
     @property
     def has_densepose(self) -> bool:
+        """True for chart results (their ignore-region check uses the predicted mask, as officially)."""
         return self._iuv is not None or self._png is not None or self._uv_data is not None
+
+    def body_mask(self) -> np.ndarray:
+        """Box-size labels whose > 0 is the predicted body: I of the IUV, or the CSE mask."""
+        if self.is_cse:
+            rle = dict(self.cse_mask)
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode("ascii")
+            return mask_utils.decode(rle)
+        return self.iuv()[0]
 
     def iuv(self) -> np.ndarray:
         if self._iuv is not None:
@@ -169,6 +201,72 @@ def _gt_rle(g: Dict[str, Any], im_h: int, im_w: int):
     return _rle_on_image(None, g["bbox"], im_h, im_w)
 
 
+def gt_point_pixels(gt: Dict[str, Any], bbox: Sequence[float]):
+    """Official mapping of a GT's points into a detection box: (py, px, pts) with pts -1 where the point
+    falls outside the integer box (py, px then 0 there)."""
+    g_ = gt["bbox"]
+    dy = int(bbox[3])
+    dx = int(bbox[2])
+    dp_x = np.array(gt["dp_x"]) * g_[2] / 255.0
+    dp_y = np.array(gt["dp_y"]) * g_[3] / 255.0
+    py = (dp_y + g_[1] - bbox[1]).astype(int)
+    px = (dp_x + g_[0] - bbox[0]).astype(int)
+    pts = np.zeros(len(px))
+    pts[px >= dx] = -1
+    pts[py >= dy] = -1
+    pts[px < 0] = -1
+    pts[py < 0] = -1
+    return py, px, pts
+
+
+def cse_detection_data(
+    coarse_segm, embedding, bbox: Sequence[float], gts: Sequence[Dict[str, Any]],
+    vertex_embeddings: Callable[[str], Any],
+) -> Dict[str, Any]:
+    """What CSE scoring needs of one detection, instead of its float embedding: ``cse_vertices`` {gt id:
+    int32 (P,) closest vertex at each point of that GT (-1: outside the box or background)} for the GTs
+    with CSE points, and ``cse_mask``: RLE of the box-size body mask (resized coarse segmentation argmax > 0).
+    vertex_embeddings(mesh name) -> (V, D) tensor (the model's embedder)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..postprocess.cse import closest_vertices
+
+    coarse_segm = torch.as_tensor(coarse_segm, dtype=torch.float32)
+    embedding = torch.as_tensor(embedding, dtype=torch.float32)
+    h, w = max(int(bbox[3]), 1), max(int(bbox[2]), 1)
+    labels = F.interpolate(coarse_segm[None], (h, w), mode="bilinear", align_corners=False)[0].argmax(0)
+    mask = np.asfortranarray((labels > 0).numpy().astype(np.uint8))
+    vertices = {}
+    for gt in gts:
+        if "dp_x" not in gt or "dp_vertex" not in gt:
+            continue
+        py, px, pts = gt_point_pixels(gt, bbox)
+        if len(pts) < 1 or np.max(pts) == -1:
+            continue
+        valid = pts > -1
+        out = np.full(len(pts), -1, dtype=np.int32)
+        out[valid] = closest_vertices(
+            embedding, coarse_segm, bbox, torch.as_tensor(vertex_embeddings(gt["ref_model"])),
+            points=(py[valid], px[valid]),
+        ).numpy()
+        vertices[int(gt["id"])] = out
+    return {"cse_vertices": vertices, "cse_mask": mask_utils.encode(mask)}
+
+
+def cse_part_normalisers(gt: Dict[str, Any]):
+    """Official CSE normalisers: per-point coarse-part means for SMPL GT with dp_I, else 0.255."""
+    if gt["ref_model"] == SMPL_MESH_NAME and "dp_I" in gt:
+        return MEAN_DISTANCES[COARSE_PARTS[np.array(gt["dp_I"], dtype=int)]]
+    return CSE_DEFAULT_NORMALISER
+
+
+def _default_mesh_geodists(mesh_name: str):
+    from ..structures.mesh import create_mesh
+
+    return create_mesh(mesh_name, "cpu").geodists
+
+
 class DensePoseCocoEval:
     """Official DensePose evaluation of ``detections`` (challenge-format dicts, or dicts with a raw ``uv``
     array or ``uv_png`` bytes) against a COCO-DensePose ground truth: detectron2's ``DensePoseCocoEval``
@@ -179,12 +277,19 @@ class DensePoseCocoEval:
         self,
         coco_gt: COCO,
         detections: Sequence[Dict[str, Any]],
-        geodesics: GeodesicEvalData,
+        geodesics: Optional[GeodesicEvalData],
         min_threshold: float = 0.5,
         img_ids: Optional[Sequence[int]] = None,
+        vertex_embeddings: Optional[Callable[[str], Any]] = None,
+        mesh_geodists: Callable[[str], Any] = _default_mesh_geodists,
     ):
+        """geodesics: the chart eval data (None for CSE-only results). CSE results are either recorded
+        (``cse_vertices`` / ``cse_mask``, see ``cse_detection_data``) or raw (``coarse_segm`` (C, S, S) and
+        ``embedding`` (D, S, S) tensors, detectron2's) with ``vertex_embeddings(mesh name) -> (V, D)``;
+        mesh_geodists(mesh name) -> the mesh's geodesic table (default: the catalog mesh's)."""
         self.coco_gt = coco_gt
         self.geodesics = geodesics
+        self.mesh_geodists = mesh_geodists
         self.min_threshold = min_threshold
         p = Params(min_threshold)
         p.imgIds = list(np.unique(img_ids if img_ids is not None else sorted(coco_gt.getImgIds())))
@@ -195,6 +300,14 @@ class DensePoseCocoEval:
         for k, entry in enumerate(detections):  # ids as pycocotools loadRes: position + 1
             if entry["image_id"] not in known:
                 raise ValueError(f"result for image {entry['image_id']} which is not in the ground truth")
+            if "embedding" in entry and "cse_vertices" not in entry:
+                if vertex_embeddings is None:
+                    raise ValueError("CSE results (embedding, coarse_segm) need vertex_embeddings(mesh name)")
+                gts = [g for g in coco_gt.imgToAnns.get(entry["image_id"], [])
+                       if g["category_id"] == entry["category_id"]]
+                entry = {**{key: v for key, v in entry.items() if key not in ("embedding", "coarse_segm")},
+                         **cse_detection_data(entry["coarse_segm"], entry["embedding"], entry["bbox"], gts,
+                                              vertex_embeddings)}
             dets.append(Detection(entry, k + 1))
         self.detections = dets
         self.eval_imgs: Dict[str, List[Optional[Dict[str, Any]]]] = {}
@@ -204,54 +317,66 @@ class DensePoseCocoEval:
 
     # ------------------------------------------------------------------ per-image pair scores
     def _gps_matrix(self, gts, dts, iuv_of, gt_cache) -> np.ndarray:
-        geo = self.geodesics
         ious = np.zeros((len(dts), len(gts)))
         for j, gt in enumerate(gts):
             if "dp_x" not in gt:
                 continue
-            g_ = gt["bbox"]
             for i, dt in enumerate(dts):
-                dy = int(dt.bbox[3])
-                dx = int(dt.bbox[2])
-                dp_x = np.array(gt["dp_x"]) * g_[2] / 255.0
-                dp_y = np.array(gt["dp_y"]) * g_[3] / 255.0
-                py = (dp_y + g_[1] - dt.bbox[1]).astype(int)
-                px = (dp_x + g_[0] - dt.bbox[0]).astype(int)
-                pts = np.zeros(len(px))
-                pts[px >= dx] = -1
-                pts[py >= dy] = -1
-                pts[px < 0] = -1
-                pts[py < 0] = -1
+                py, px, pts = gt_point_pixels(gt, dt.bbox)
                 if len(pts) < 1 or np.max(pts) == -1:
                     ious[i, j] = 0.0
                     continue
-                px[pts == -1] = 0
-                py[pts == -1] = 0
-                iuv = iuv_of(dt)
-                if iuv.shape[1] < dy or iuv.shape[2] < dx:
-                    raise ValueError(
-                        f"detection {dt.id} (image {dt.image_id}): DensePose data of size {list(iuv.shape[1:])} "
-                        f"is smaller than its integer box {[dy, dx]} (bbox {dt.bbox})"
-                    )
-                ipoints = iuv[0, py, px]
-                upoints = iuv[1, py, px] / 255.0
-                vpoints = iuv[2, py, px] / 255.0
-                ipoints[pts == -1] = 0
-                if gt["id"] not in gt_cache:
-                    gt_cache[gt["id"]] = geo.closest_vertices(gt["dp_I"], gt["dp_U"], gt["dp_V"])
-                closest_gt, verts_gt = gt_cache[gt["id"]]
-                _, verts_dt = geo.closest_vertices(ipoints, upoints, vpoints)
-                dist = geo.geodesic_distances(verts_gt, verts_dt)
-                norms = geo.part_normalisers(closest_gt)
+                if dt.is_cse:
+                    dist, norms = self._cse_distances(gt, dt)
+                else:
+                    px[pts == -1] = 0
+                    py[pts == -1] = 0
+                    dist, norms = self._chart_distances(gt, dt, py, px, pts, iuv_of(dt), gt_cache)
                 values = np.exp(-(dist**2) / (2 * (norms**2)))
                 ious[i, j] = np.mean(values) if len(values) > 0 else 0.0
         return ious
+
+    def _chart_distances(self, gt, dt, py, px, pts, iuv, gt_cache):
+        geo = self.geodesics
+        if geo is None:
+            raise ValueError("chart results need the chart eval data (SMPL_subdiv.mat, ..., Pdist_matrix.pkl)")
+        dy, dx = int(dt.bbox[3]), int(dt.bbox[2])
+        if iuv.shape[1] < dy or iuv.shape[2] < dx:
+            raise ValueError(
+                f"detection {dt.id} (image {dt.image_id}): DensePose data of size {list(iuv.shape[1:])} "
+                f"is smaller than its integer box {[dy, dx]} (bbox {dt.bbox})"
+            )
+        ipoints = iuv[0, py, px]
+        upoints = iuv[1, py, px] / 255.0
+        vpoints = iuv[2, py, px] / 255.0
+        ipoints[pts == -1] = 0
+        if gt["id"] not in gt_cache:
+            gt_cache[gt["id"]] = geo.closest_vertices(gt["dp_I"], gt["dp_U"], gt["dp_V"])
+        closest_gt, verts_gt = gt_cache[gt["id"]]
+        _, verts_dt = geo.closest_vertices(ipoints, upoints, vpoints)
+        return geo.geodesic_distances(verts_gt, verts_dt), geo.part_normalisers(closest_gt)
+
+    def _cse_distances(self, gt, dt):
+        if "dp_vertex" not in gt:
+            raise ValueError(f"GT {gt['id']} (image {gt['image_id']}) has DensePose points but no dp_vertex / "
+                             "ref_model: CSE results need CSE ground truth")
+        verts_gt = np.asarray(gt["dp_vertex"], dtype=np.int64)
+        verts_dt = dt.cse_vertices.get(int(gt["id"]))
+        if verts_dt is None:
+            raise ValueError(f"CSE detection {dt.id} (image {dt.image_id}) has no vertices for GT {gt['id']}")
+        verts_dt = verts_dt.astype(np.int64)
+        dist = np.full(len(verts_gt), np.inf, dtype=np.float32)
+        sel = (verts_gt >= 0) & (verts_dt >= 0)
+        if sel.any():
+            dist[sel] = np.asarray(self.mesh_geodists(gt["ref_model"])[verts_gt[sel], verts_dt[sel]], dtype=np.float32)
+        return dist, cse_part_normalisers(gt)
 
     def _mask_ious(self, gts, dts, iuv_of, im_h, im_w):
         gtmasks = [_gt_rle(g, im_h, im_w) for g in gts]
         dtmasks = []
         for d in dts:
-            mask = np.require(np.asarray(iuv_of(d)[0] > 0), dtype=np.uint8, requirements=["F"])
+            labels = d.body_mask() if d.is_cse else iuv_of(d)[0]
+            mask = np.require(np.asarray(labels > 0), dtype=np.uint8, requirements=["F"])
             dtmasks.append(_rle_on_image(mask, d.bbox, im_h, im_w))
         iscrowd = [int(o.get("iscrowd", 0)) for o in gts]
         return mask_utils.iou(dtmasks, gtmasks, iscrowd)
@@ -495,11 +620,13 @@ def format_table(results: Dict[str, float]) -> str:
 def evaluate_densepose(
     coco_gt: COCO,
     detections: Sequence[Dict[str, Any]],
-    geodesics: GeodesicEvalData,
+    geodesics: Optional[GeodesicEvalData],
     min_threshold: float = 0.5,
     img_ids: Optional[Sequence[int]] = None,
     modes: Sequence[str] = MODES,
     print_fn: Callable[[str], None] = print,
+    vertex_embeddings: Optional[Callable[[str], Any]] = None,
+    mesh_geodists: Callable[[str], Any] = _default_mesh_geodists,
 ) -> Dict[str, Dict[str, float]]:
     """{"densepose_gps": {...}, "densepose_gpsm": {...}, "densepose_segm": {...}} (values x 100, -1 if none)."""
     keys = {"GPS": "densepose_gps", "GPSM": "densepose_gpsm", "IOU": "densepose_segm"}
@@ -510,7 +637,7 @@ def evaluate_densepose(
     if not dets:
         logger.warning("No DensePose predictions: DensePose metrics set to -1")
         return {keys[m]: {n: -1.0 for n in names} for m in modes}
-    ev = DensePoseCocoEval(coco_gt, dets, geodesics, min_threshold, img_ids)
+    ev = DensePoseCocoEval(coco_gt, dets, geodesics, min_threshold, img_ids, vertex_embeddings, mesh_geodists)
     ev.evaluate(modes)
     out = {}
     for mode in modes:
@@ -523,7 +650,7 @@ def evaluate_densepose(
 
 
 def _has_dp(d: Dict[str, Any]) -> bool:
-    return any(d.get(k) is not None for k in ("uv", "uv_png", "uv_data"))
+    return any(d.get(k) is not None for k in ("uv", "uv_png", "uv_data", "cse_vertices", "embedding"))
 
 
 def evaluate_boxes(
