@@ -13,14 +13,18 @@ logger = logging.getLogger(__name__)
 def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DensePoseCOCOEvaluator:
     """Box AP, and with MODEL.DENSEPOSE_ON the DensePose AP, of `dataset_name` against its annotation file.
 
-    The DensePose AP needs the official eval files (DENSEPOSE_EVALUATION.EVAL_DATA_DIR); the synthetic sets
+    TYPE cse scores embeddings on the GT's meshes (DATASETS.MESH_DATA_DIR; the model's embedder is picked
+    up by inference_on_dataset). The chart DensePose AP needs the official eval files (DENSEPOSE_EVALUATION.EVAL_DATA_DIR); the synthetic sets
     fall back to the synthetic body mesh's files (written once beside the set), other sets to box AP only
     (a warning)."""
     from ..data import MetadataCatalog
 
+    from ..data.meshes import set_mesh_data_dir
+
     e = cfg.DENSEPOSE_EVALUATION
-    if e.TYPE != "iou":
-        raise NotImplementedError(f"DENSEPOSE_EVALUATION.TYPE '{e.TYPE}': only 'iou' (chart models) is supported")
+    if e.TYPE not in ("iou", "cse"):
+        raise ValueError(f"DENSEPOSE_EVALUATION.TYPE must be 'iou' (chart models) or 'cse', got '{e.TYPE}'")
+    set_mesh_data_dir(cfg)  # CSE: the GT meshes' geodesic tables
     if e.STORAGE not in ("none", "ram", "file"):
         raise ValueError(f"DENSEPOSE_EVALUATION.STORAGE must be none, ram or file, got '{e.STORAGE}'")
     # every STORAGE keeps the same results; ours are PNG-compressed in memory, which is what 'ram' / 'file'
@@ -32,7 +36,7 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
                                 f"(metadata json_file = {json_file})")
     eval_dir = resolve_eval_data_dir(cfg)
     do_dp = cfg.MODEL.DENSEPOSE_ON
-    if do_dp:
+    if do_dp and e.TYPE == "iou":
         try:
             check_eval_data(eval_dir)
         except EvalDataMissingError:
@@ -49,4 +53,4 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
                                       if cfg.OUTPUT_DIR else None)
     return DensePoseCOCOEvaluator(json_file, eval_dir, output_folder,
                                   min_iou_threshold=cfg.DENSEPOSE_EVALUATION.MIN_IOU_THRESHOLD,
-                                  evaluate_densepose=do_dp)
+                                  evaluate_densepose=do_dp, evaluator_type=e.TYPE)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..postprocess.charts import densepose_chart_results
 from ..utils import comm
-from .densepose_coco_eval import evaluate_boxes, evaluate_densepose
+from .densepose_coco_eval import cse_detection_data, evaluate_boxes, evaluate_densepose
 from .eval_data import GeodesicEvalData, check_eval_data, resolve_eval_data_dir
 from .results_format import encode_png, quantize_chart_result
 
@@ -61,14 +61,23 @@ class DensePoseCOCOEvaluator:
         min_iou_threshold: float = 0.5,
         cache_dir: Optional[Union[str, os.PathLike]] = None,
         evaluate_densepose: bool = True,
+        evaluator_type: str = "iou",
+        embedder=None,
     ):
+        """evaluator_type: "iou" (chart results; needs the chart eval files) or "cse" (embedding results,
+        scored on the GT's meshes; ``embedder(mesh name) -> (V, D)`` vertex embeddings, detectron2's
+        ``roi_heads.embedder``: given here or picked up from the model by ``inference_on_dataset``)."""
+        if evaluator_type not in ("iou", "cse"):
+            raise ValueError(f"evaluator_type must be 'iou' or 'cse', got '{evaluator_type}'")
+        self._type = evaluator_type
+        self.embedder = embedder
         self._coco = load_coco(dataset_json)
         self._eval_data_dir = resolve_eval_data_dir(eval_data_dir)
         self._output_dir = Path(output_dir) if output_dir else None
         self._min_threshold = float(min_iou_threshold)
         self._cache_dir = cache_dir
         self._do_densepose = evaluate_densepose
-        if evaluate_densepose:
+        if evaluate_densepose and evaluator_type == "iou":
             check_eval_data(self._eval_data_dir)  # fail early, naming what is missing
         self._geodesics: Optional[GeodesicEvalData] = None
         # contiguous class index -> dataset category id (sorted ids, as detectron2's dataset mapping)
@@ -87,6 +96,17 @@ class DensePoseCOCOEvaluator:
 
     def reset(self) -> None:
         self._predictions: List[Dict[str, Any]] = []
+        self._vertex_embeddings: Dict[str, torch.Tensor] = {}
+
+    def vertex_embeddings(self, mesh_name: str) -> torch.Tensor:
+        """The embedder's (V, D) vertex embeddings of a mesh, computed once per evaluation run."""
+        if mesh_name not in self._vertex_embeddings:
+            if self.embedder is None:
+                raise ValueError("CSE evaluation needs the model's vertex embedder (DensePoseCOCOEvaluator "
+                                 "embedder=model.roi_heads.embedder)")
+            with torch.no_grad():
+                self._vertex_embeddings[mesh_name] = self.embedder(mesh_name).detach().float().cpu()
+        return self._vertex_embeddings[mesh_name]
 
     def _category_id(self, cls: int) -> int:
         return self._cat_ids[cls] if 0 <= cls < len(self._cat_ids) else cls
@@ -103,9 +123,12 @@ class DensePoseCOCOEvaluator:
             xywh[:, 2:] -= xywh[:, :2]
             scores = instances.scores.tolist()
             classes = instances.pred_classes.tolist() if instances.has("pred_classes") else [0] * len(instances)
-            charts = None
+            charts = cse = None
             if instances.has("pred_densepose"):
-                charts = densepose_chart_results(boxes, instances.pred_densepose)
+                if hasattr(instances.pred_densepose, "embedding"):  # CSE: DensePoseEmbeddingPredictorOutput
+                    cse = instances.pred_densepose
+                else:
+                    charts = densepose_chart_results(boxes, instances.pred_densepose)
             for k in range(len(instances)):
                 pred = {
                     "image_id": inp["image_id"],
@@ -117,6 +140,11 @@ class DensePoseCOCOEvaluator:
                     iuv = quantize_chart_result(charts[k])
                     pred["uv_shape"] = list(iuv.shape)
                     pred["uv_png"] = encode_png(iuv)
+                if cse is not None:  # only the vertices at this image's GT points and the mask RLE are kept
+                    gts = [g for g in self._coco.imgToAnns.get(inp["image_id"], [])
+                           if g["category_id"] == pred["category_id"]]
+                    pred.update(cse_detection_data(cse.coarse_segm[k], cse.embedding[k], pred["bbox"], gts,
+                                                   self.vertex_embeddings))
                 self._predictions.append(pred)
 
     def _gather(self) -> Optional[List[Dict[str, Any]]]:
@@ -142,6 +170,10 @@ class DensePoseCOCOEvaluator:
                 if "uv_png" in p:
                     entry["uv_shape"] = p["uv_shape"]
                     entry["uv_data"] = base64.encodebytes(p["uv_png"]).decode("ascii")
+                if "cse_vertices" in p:  # our CSE record (tied to this GT): vertices at its points, mask RLE
+                    entry["cse_vertices"] = {str(k): v.tolist() for k, v in p["cse_vertices"].items()}
+                    entry["cse_mask"] = {"size": list(p["cse_mask"]["size"]),
+                                         "counts": p["cse_mask"]["counts"].decode("ascii")}
                 f.write(("," if n else "") + "\n" + json.dumps(entry))
             f.write("\n]\n")
         return path
@@ -156,7 +188,7 @@ class DensePoseCOCOEvaluator:
         results: Dict[str, Dict[str, float]] = OrderedDict()
         results["bbox"] = evaluate_boxes(self._coco, predictions, print_fn=logger.info)
         if self._do_densepose:
-            if self._geodesics is None:
+            if self._geodesics is None and self._type == "iou":
                 self._geodesics = GeodesicEvalData(self._eval_data_dir, self._cache_dir)
             results.update(
                 evaluate_densepose(
@@ -176,6 +208,9 @@ def inference_on_dataset(model, data_loader, evaluator, desc: str = "Inference")
         total = len(data_loader)
     except TypeError:
         total = None
+    if evaluator is not None and getattr(evaluator, "embedder", False) is None:
+        # CSE evaluation scores with the model's own vertex embeddings (detectron2 passes roi_heads.embedder)
+        evaluator.embedder = getattr(getattr(model, "roi_heads", None), "embedder", None)
     was_training = model.training
     model.eval()
     try:
