@@ -1,5 +1,5 @@
 """Zero-channel padding of int8 ONNX graphs (`export.int8_channel_padding`): on a QDQ graph in exactly our
-export's form (uint8 per-tensor activations, symmetric per-channel int8 weights, float bias) with SPNASNet's
+export's form (uint8 per-tensor activations, symmetric per-channel int8 weights in its ranges, float bias) with SPNASNet's
 awkward shapes — a 3-channel stem and a 72-channel depthwise conv whose output feeds two convs (the block's
 projection and, as a hooked BiFPN input, a lateral conv) — the rewrite must pad exactly those convs, keep
 ONNX Runtime's outputs bit-identical, and leave chains it cannot prove safe alone."""
@@ -12,6 +12,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from densepose_fnl.export.int8_channel_padding import pad_int8_conv_channels  # noqa: E402
+from densepose_fnl.quantization.pt2e import (DEPTHWISE_WEIGHT_QMAX, GEMM_WEIGHT_QMAX,  # noqa: E402
+                                             is_depthwise_conv_weight)
 
 
 class _Builder:
@@ -37,7 +39,8 @@ class _Builder:
 
     def conv(self, x, cin, cout, k, groups=1, relu=True, out_scale=0.05):
         w = self.rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32) * 0.3
-        ws = (np.abs(w).reshape(cout, -1).max(1) / 127).astype(np.float32)
+        qmax = DEPTHWISE_WEIGHT_QMAX if is_depthwise_conv_weight(w.shape, groups) else GEMM_WEIGHT_QMAX
+        ws = (np.abs(w).reshape(cout, -1).max(1) / qmax).astype(np.float32)
         wq = self.const(np.round(w / ws[:, None, None, None]).astype(np.int8), "w")
         wdq = self.name("wdq")
         self.nodes.append(helper.make_node("DequantizeLinear", [wq, self.const(ws, "ws"),

@@ -46,7 +46,7 @@ class _AllPatterns(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv_bn_relu = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-        self.conv_bn = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.conv_bn = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8))  # depthwise
         self.conv_relu = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(inplace=True))
         self.conv = nn.Conv2d(8, 8, 3, padding=1)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -97,8 +97,11 @@ def _observers(gm):
             continue
         inner = getattr(m, "activation_post_process", None)
         eps = getattr(m, "eps", None)
-        out[name] = (type(m).__name__, str(getattr(m, "dtype", None)), getattr(m, "quant_min", None),
-                     getattr(m, "quant_max", None), str(getattr(m, "qscheme", None)), getattr(m, "ch_axis", None),
+        qrange = (getattr(m, "quant_min", None), getattr(m, "quant_max", None))
+        if str(getattr(m, "qscheme", None)) == "torch.per_channel_symmetric":
+            qrange = "weight"  # ours differ by design (7-bit GEMM weights): test_what_is_quantized_and_how
+        out[name] = (type(m).__name__, str(getattr(m, "dtype", None)), qrange,
+                     str(getattr(m, "qscheme", None)), getattr(m, "ch_axis", None),
                      float(eps) if eps is not None else None, type(inner).__name__ if inner is not None else None,
                      getattr(inner, "ch_axis", None))
     return out
@@ -192,12 +195,15 @@ def test_what_is_quantized_and_how(is_qat):
         assert (x_spec.dtype, x_spec.quant_min, x_spec.quant_max, x_spec.qscheme) == (
             torch.uint8, 0, 255, torch.per_tensor_affine)
         axis = 1 if n in deconvs else 0
+        # 7-bit weights for what ONNX Runtime computes as a GEMM (exact on x86 without VNNI), 8-bit depthwise
+        qmax = 127 if n in convs and n.args[6:7] == (8,) else 63
         assert (w_spec.dtype, w_spec.quant_min, w_spec.quant_max, w_spec.qscheme, w_spec.ch_axis) == (
-            torch.int8, -127, 127, torch.per_channel_symmetric, axis)
+            torch.int8, -qmax, qmax, torch.per_channel_symmetric, axis)
         if is_qat and axis == 1:  # the axis is bound in the fake-quantize constructor (prepare drops ch_axis)
             ctr = w_spec.observer_or_fake_quant_ctr
             fq = ctr()
             assert fq.ch_axis == 1 and fq.activation_post_process.ch_axis == 1
+    assert sorted(weight_spec(n.name).quant_max for n in convs) == [63, 63, 63, 127]
     # cat and upsampling are left float; the ReLU after the twice-read conv shares the conv's quantization
     for n in gm.graph.nodes:
         if n.target in (torch.ops.aten.cat.default, torch.ops.aten.upsample_nearest2d.vec):

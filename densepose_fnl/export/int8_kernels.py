@@ -1,5 +1,5 @@
 """One-convolution ONNX graphs in float32 and in our int8 export's QDQ form (uint8 activations, symmetric
-per-channel int8 weights, int32 bias, which ONNX Runtime fuses into QLinearConv), and the kernel time of
+per-channel int8 weights in the export's ranges, int32 bias, which ONNX Runtime fuses into QLinearConv), and the kernel time of
 that convolution from ORT's profiler: what `tools/benchmark_int8_kernels.py` tabulates."""
 import json
 import os
@@ -7,6 +7,8 @@ import statistics
 import tempfile
 
 import numpy as np
+
+from ..quantization.pt2e import DEPTHWISE_WEIGHT_QMAX, GEMM_WEIGHT_QMAX, is_depthwise_conv_weight
 
 
 def conv_model(cin, cout, k, stride, groups, int8: bool, seed: int = 0):
@@ -23,7 +25,8 @@ def conv_model(cin, cout, k, stride, groups, int8: bool, seed: int = 0):
                  helper.make_node("Relu", ["c"], ["y"])]
     else:
         x_scale, y_scale = np.float32(4.0 / 255), np.float32(2.0 / 255)
-        w_scale = (np.abs(w).reshape(cout, -1).max(axis=1) / 127.0).astype(np.float32)
+        qmax = DEPTHWISE_WEIGHT_QMAX if is_depthwise_conv_weight(w.shape, groups) else GEMM_WEIGHT_QMAX
+        w_scale = (np.abs(w).reshape(cout, -1).max(axis=1) / qmax).astype(np.float32)
         b_scale = (x_scale * w_scale).astype(np.float32)
         inits = [const(np.round(w / w_scale[:, None, None, None]).astype(np.int8), "wq"), const(w_scale, "ws"),
                  const(np.zeros(cout, np.int8), "wz"), const(np.round(b / b_scale).astype(np.int32), "bq"),

@@ -85,9 +85,24 @@ def _is_call(n, targets) -> bool:
     return isinstance(n, torch.fx.Node) and n.op == "call_function" and n.target in targets
 
 
+# Weight ranges. ONNX Runtime's x86 int8 GEMM without VNNI (AVX2, AVX-512 before VNNI) adds pairs of
+# uint8 x int8 products in int16 (vpmaddubsw), which saturates once 2 * 255 * |w| > 32767: with 8-bit weights
+# a conv computed as a GEMM (every conv but depthwise, every linear) gives wrong outputs on such CPUs. 7-bit
+# weights are exact on every CPU (ORT's `reduce_range`); depthwise convs have their own int32 kernel and keep
+# the full range.
+GEMM_WEIGHT_QMAX = 63
+DEPTHWISE_WEIGHT_QMAX = 127
+
+
+def is_depthwise_conv_weight(weight_shape, groups: int) -> bool:
+    """A (non-transposed) conv whose output channel k reads input channel k only: ORT's depthwise kernel."""
+    return groups > 1 and weight_shape[1] == 1 and weight_shape[0] == groups
+
+
 class _QuantSpecs:
-    """The quantization specs: activations uint8 asymmetric per tensor; weights int8 symmetric [-127, 127]
-    per output channel (axis 0, axis 1 for transposed convs); bias float. Observers (PTQ): histogram for
+    """The quantization specs: activations uint8 asymmetric per tensor; weights int8 symmetric per output
+    channel (axis 0, axis 1 for transposed convs), [-127, 127] for depthwise convs and [-63, 63] for every
+    op ONNX Runtime computes as a GEMM (see `GEMM_WEIGHT_QMAX`); bias float. Observers (PTQ): histogram for
     activations, per-channel min / max for weights; QAT: fused moving-average fake-quantize, per channel for
     weights."""
 
@@ -104,14 +119,16 @@ class _QuantSpecs:
         self.act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
                                     is_dynamic=False, observer_or_fake_quant_ctr=act_ctr)
 
-        def weight(ch_axis: int, ctr):
-            return QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127,
+        def weight(ch_axis: int, ctr, qmax: int = GEMM_WEIGHT_QMAX):
+            return QuantizationSpec(dtype=torch.int8, quant_min=-qmax, quant_max=qmax,
                                     qscheme=torch.per_channel_symmetric, ch_axis=ch_axis, is_dynamic=False,
                                     observer_or_fake_quant_ctr=ctr)
 
         qat_kw = dict(eps=eps, observer=MovingAveragePerChannelMinMaxObserver)
-        self.weight = weight(0, FusedMovingAvgObsFakeQuantize.with_args(**qat_kw) if is_qat
-                             else PerChannelMinMaxObserver.with_args(eps=eps))
+        ctr = (FusedMovingAvgObsFakeQuantize.with_args(**qat_kw) if is_qat
+               else PerChannelMinMaxObserver.with_args(eps=eps))
+        self.weight = weight(0, ctr)
+        self.weight_depthwise = weight(0, ctr, DEPTHWISE_WEIGHT_QMAX)
         # a transposed conv's weight is (C_in, C_out, k, k): per output channel is axis 1. For QAT the axis
         # must be bound in the constructor of a fake-quantize class that supports it: PT2E's prepare does
         # not pass the spec's `ch_axis` to fake-quantize classes and the fused one only does axis 0, so QAT
@@ -174,7 +191,13 @@ def _annotate_graph(gm: torch.fx.GraphModule, q: _QuantSpecs, is_qat: bool) -> N
         return partition, qmap
 
     def weight_spec(op):
-        return q.weight_t if op.target in _CONV_T_OPS else q.weight
+        if op.target in _CONV_T_OPS:
+            return q.weight_t
+        if op.target in _CONV_RELU_OPS:  # every conv overload: (input, weight, bias, stride, padding, dilation, groups)
+            groups = op.args[6] if len(op.args) > 6 else 1
+            if is_depthwise_conv_weight(op.args[1].meta["val"].shape, groups):
+                return q.weight_depthwise
+        return q.weight
 
     def op_then_relu(op_targets, relu):
         """relu(op(...)), op used by the ReLU only: the op, or None."""
@@ -212,7 +235,7 @@ def _annotate_graph(gm: torch.fx.GraphModule, q: _QuantSpecs, is_qat: bool) -> N
         lin = op_then_relu((torch.ops.aten.linear.default,), n) if _is_call(n, _RELU_OPS) else None
         if lin is None:
             continue
-        partition, qmap = weighted_inputs(lin, q.weight)
+        partition, qmap = weighted_inputs(lin, weight_spec(lin))
         if taken([n] + partition):
             continue
         annotate(lin, qmap)
@@ -221,7 +244,7 @@ def _annotate_graph(gm: torch.fx.GraphModule, q: _QuantSpecs, is_qat: bool) -> N
     for n in nodes():
         if not _is_call(n, (torch.ops.aten.linear.default,)) or taken([n]):
             continue
-        partition, qmap = weighted_inputs(n, q.weight)
+        partition, qmap = weighted_inputs(n, weight_spec(n))
         annotate(n, qmap, q.act)
         claimed.update(partition)
 
@@ -242,7 +265,7 @@ def _annotate_graph(gm: torch.fx.GraphModule, q: _QuantSpecs, is_qat: bool) -> N
     for n in nodes():
         if not _is_call(n, _CONV_OPS):
             continue
-        partition, qmap = weighted_inputs(n, q.weight)
+        partition, qmap = weighted_inputs(n, weight_spec(n))
         if taken(partition):
             continue
         annotate(n, qmap, q.act)
@@ -314,7 +337,7 @@ def _annotate_graph(gm: torch.fx.GraphModule, q: _QuantSpecs, is_qat: bool) -> N
     for n in nodes():
         if not _is_call(n, _CONV_T_OPS):
             continue
-        partition, qmap = weighted_inputs(n, q.weight_t)
+        partition, qmap = weighted_inputs(n, weight_spec(n))
         if taken(partition):
             continue
         annotate(n, qmap, q.act)
