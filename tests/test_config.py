@@ -27,10 +27,14 @@ def test_authors_configs_load_unchanged(shared_dir, name):
 
 
 def test_unsupported_variants_fail_clearly(shared_dir):
+    # CSE builds (tests/test_model_cse.py); CSE predictors with confidences do not yet
     base = shared_dir / "reference" / "authors_configs"
-    off = ["MODEL.TIMMNETS.PRETRAINED", False]
-    with pytest.raises(NotImplementedError, match="CSE"):
-        build_model(load_config(str(base / "mobile_parsing_rcnn_b_cse_s3x.yaml"), off))
+    off = ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS.smpl_27554.INIT_FILE", ""]
+    for name in ("DensePoseEmbeddingWithConfidencePredictor", "DensePoseEmbeddingConfidencePredictor"):
+        cfg = load_config(str(base / "mobile_parsing_rcnn_b_cse_s3x.yaml"),
+                          off + ["MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME", name])
+        with pytest.raises(NotImplementedError, match=f"'{name}': CSE predictors with confidences are not supported"):
+            build_model(cfg)
 
 
 def test_all_project_configs_load():

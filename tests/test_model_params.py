@@ -129,3 +129,69 @@ def test_detectron2_chart_configs_build_with_detectron2_parameter_counts(shared_
     uv = {"WC1": ("sigma_2",), "WC2": ("sigma_2", "kappa_u", "kappa_v")}.get(name.split("_")[-2].rstrip("M"), ())
     segm = ("fine_segm_confidence", "coarse_segm_confidence") if name.split("_")[-2].endswith("M") else ()
     assert predictor.output_names == ("coarse_segm", "fine_segm", "u", "v") + uv + segm
+
+
+# ---------------------------------------------------------------------------------------------------- CSE
+CSE_NO_INIT = ["MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS.smpl_27554.INIT_FILE", ""]  # zero features: no file needed
+
+
+def test_mobile_parsing_rcnn_b_cse_matches_authors_implementation(shared_dir):
+    # the authors' B-CSE: the chart predictor becomes coarse_segm_lowres (2 ch.) + embed_lowres (16 ch.), plus the
+    # SMPL embedder's 256 x 16 projection; their 3,279,917 counts parameters only (the 27,554 x 256 features
+    # are a buffer: 7,053,824 more values in the state dict)
+    cfg = load_config(str(shared_dir / "reference" / "authors_configs" / "mobile_parsing_rcnn_b_cse_s3x.yaml"),
+                      ["MODEL.TIMMNETS.PRETRAINED", False, *CSE_NO_INIT])
+    model = build_model(cfg)
+    assert parameters_by_block(model) == {
+        "backbone": 2_691_512, "neck": 147_918, "rpn": 37_903, "box_head": 92_678,
+        "densepose_head": 287_360, "densepose_predictor": 18_450, "embedder": 4_096}
+    assert count_parameters(model) == 3_279_917
+    rows = [line.rstrip("\n").split("\t") for line in
+            open(shared_dir / "reference" / "authors_mobile_parsing_rcnn_b_cse_state_dict_keys.tsv")
+            if not line.startswith("#")]
+    assert len(rows) == 501
+    sd = model.state_dict()
+    assert [(k, str(tuple(v.shape))) for k, v in sd.items()] == [(name, shape) for name, shape, _ in rows]
+    params = {name for name, _ in model.named_parameters()}
+    assert {name for name, _, kind in rows if kind == "parameter"} <= params
+    assert "roi_heads.embedder.embedder_smpl_27554.features" not in params
+    assert sd["roi_heads.embedder.embedder_smpl_27554.features"].shape == (27554, 256)
+    assert count_parameters(build("mobile_parsing_rcnn_b_cse_s3x.yaml", *CSE_NO_INIT)) == 3_279_917
+
+
+# detectron2 @02b5c4e + projects/DensePose configs/cse (the human models), built in the reference venv with
+# MODEL.WEIGHTS and INIT_FILE empty (sum of parameters of build_model; the features buffer is not counted)
+DETECTRON2_CSE_CONFIGS = {
+    "R_50_FPN_s1x": 63_341_799, "R_50_FPN_soft_s1x": 63_341_799, "R_50_FPN_DL_s1x": 65_576_679,
+    "R_50_FPN_DL_soft_s1x": 65_576_679, "R_101_FPN_s1x": 82_281_703, "R_101_FPN_soft_s1x": 82_281_703,
+    "R_101_FPN_DL_s1x": 84_516_583, "R_101_FPN_DL_soft_s1x": 84_516_583,
+}
+
+
+def test_every_detectron2_human_cse_config_is_in_configs_cse(shared_dir):
+    d2 = shared_dir / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs" / "cse"
+    human = sorted(p.name for p in d2.glob("*.yaml") if "animals" not in p.name and "chimps" not in p.name)
+    assert human == sorted(p.name for p in (REPO / "configs" / "cse").glob("*.yaml"))
+    assert sorted(f"densepose_rcnn_{k}.yaml" for k in DETECTRON2_CSE_CONFIGS) == [n for n in human
+                                                                                 if n.startswith("densepose")]
+
+
+def _leaves(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+@pytest.mark.parametrize("name,params", sorted(DETECTRON2_CSE_CONFIGS.items()))
+def test_detectron2_cse_configs_build_with_detectron2_parameter_counts(shared_dir, name, params):
+    d2 = shared_dir / "reference-peer" / "detectron2" / "projects" / "DensePose" / "configs" / "cse"
+    config = f"cse/densepose_rcnn_{name}.yaml"
+    # ours is detectron2's but for MODEL.WEIGHTS (their ImageNet URL: not downloaded here)
+    ours, theirs = (dict(_leaves(load_config(str(p)))) for p in (REPO / "configs" / config, d2 / Path(config).name))
+    assert {k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)} == {"MODEL.WEIGHTS"}
+    model = build(config, *CSE_NO_INIT)
+    assert count_parameters(model) == params
+    assert model.roi_heads.densepose_predictor.output_names == ("embedding", "coarse_segm")
+    assert model.roi_heads.embedder("smpl_27554").shape == (27554, 16)

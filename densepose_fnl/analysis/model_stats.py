@@ -37,6 +37,8 @@ def parameters_by_block(model: nn.Module) -> Dict[str, int]:
         decoder = roi.decoder if roi.decoder is not None else nn.Module()
         blocks["densepose_head"] = count_parameters(roi.densepose_head) + count_parameters(decoder)
         blocks["densepose_predictor"] = count_parameters(roi.densepose_predictor)
+    if getattr(roi, "embedder", None) is not None:  # CSE: the mesh vertex embedders (their features are buffers)
+        blocks["embedder"] = count_parameters(roi.embedder)
     return blocks
 
 

@@ -124,6 +124,14 @@ def _load_pkl(path: str, trusted: bool) -> Any:
         raise _corrupt(path, e) from e
 
 
+def read_pickle(path: str, trusted: bool = False) -> Any:
+    """Any pickle of arrays / numbers / strings / containers (e.g. CSE vertex features), read with the same
+    restricted unpickler as `.pkl` checkpoints. FileNotFoundError naming the file if it is not there."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"file not found: {path}")
+    return _load_pkl(path, trusted)
+
+
 def _load_torch(path: str, trusted: bool) -> Any:
     try:
         with torch.serialization.safe_globals(_torch_safe_globals()):

@@ -40,6 +40,14 @@ def output_names(model: nn.Module) -> tuple:
     return DETECTION_NAMES + tuple(model.roi_heads.densepose_predictor.output_names)
 
 
+def check_exportable(model: nn.Module) -> None:
+    """NotImplementedError for a model whose outputs the export path does not handle (CSE embeddings)."""
+    predictor = getattr(model.roi_heads, "densepose_predictor", None)
+    if predictor is not None and "embedding" in predictor.output_names:
+        raise NotImplementedError("ONNX export / int8 quantization of CSE models (DensePoseEmbeddingPredictor) is "
+                                  "not supported yet; chart models export")
+
+
 class DensePoseTensorModel(nn.Module):
     """`forward(image (1, 3, H, W)) -> (boxes, scores, classes, coarse_segm, fine_segm, u, v[, confidences])`,
     named by `output_names`.
@@ -50,6 +58,7 @@ class DensePoseTensorModel(nn.Module):
         super().__init__()
         if not getattr(model.roi_heads, "densepose_on", False):
             raise ValueError("Export needs MODEL.DENSEPOSE_ON")
+        check_exportable(model)
         self.model = model
         self.output_names = output_names(model)
 

@@ -10,6 +10,8 @@ ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
 ROI_BOX_HEAD_REGISTRY = Registry("ROI_BOX_HEAD")
 ROI_DENSEPOSE_HEAD_REGISTRY = Registry("ROI_DENSEPOSE_HEAD")
 DENSEPOSE_PREDICTOR_REGISTRY = Registry("DENSEPOSE_PREDICTOR")
+# CSE vertex embedders, by the TYPE of a MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS entry
+DENSEPOSE_EMBEDDER_REGISTRY = Registry("DENSEPOSE_EMBEDDER")
 
 
 def get_from_registry(registry: Registry, name: str, config_key: str):

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..structures import DensePoseChartPredictorOutput
+from ..structures import DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput
 from .charts import densepose_chart_results
 
 
@@ -43,6 +43,9 @@ def extract_results(instances, min_score: Optional[float]) -> Tuple[torch.Tensor
     dp = fields.get("pred_densepose")
     if dp is None:
         raise RuntimeError("the model output has no pred_densepose")
+    if isinstance(dp, DensePoseEmbeddingPredictorOutput):
+        raise NotImplementedError("per-person results of CSE models (embeddings -> mesh vertices) are not supported "
+                                  "by apply_net dump / show yet; chart models are")
     if isinstance(dp, DensePoseChartPredictorOutput):
         results = densepose_chart_results(boxes, dp.to("cpu"))
     else:  # already per-person chart results

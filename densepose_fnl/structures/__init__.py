@@ -4,9 +4,11 @@ from .densepose_outputs import (
     DensePoseChartPredictorOutputWithConfidences,
     DensePoseChartResult,
     DensePoseChartResultWithConfidences,
+    DensePoseEmbeddingPredictorOutput,
 )
 from .instances import Instances
 from .shape_spec import ShapeSpec
 
 __all__ = ["CONFIDENCE_NAMES", "DensePoseChartPredictorOutput", "DensePoseChartPredictorOutputWithConfidences",
-           "DensePoseChartResult", "DensePoseChartResultWithConfidences", "Instances", "ShapeSpec"]
+           "DensePoseChartResult", "DensePoseChartResultWithConfidences",
+           "DensePoseEmbeddingPredictorOutput", "Instances", "ShapeSpec"]

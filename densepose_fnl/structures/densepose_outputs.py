@@ -1,4 +1,4 @@
-"""DensePose result containers: raw predictor outputs per RoI, and per-person chart results.
+"""DensePose result containers: raw predictor outputs per RoI (chart or CSE), and per-person chart results.
 
 Chart confidences (Neverova et al., NeurIPS 2019; Sanakoyeu et al., CVPR 2020) extend both with the
 optional fields of detectron2's `decorate_predictor_output_class_with_confidences` /
@@ -18,8 +18,37 @@ def _apply(value, fn):
     return None if value is None else fn(value)
 
 
+class _PerRoIFields:
+    """What every predictor output dataclass shares: N RoIs along dim 0 of each tensor field (None fields stay
+    None), indexed, moved and concatenated field by field."""
+
+    def __len__(self) -> int:
+        return self.coarse_segm.size(0)
+
+    def _map(self, fn):
+        return type(self)(**{f.name: _apply(getattr(self, f.name), fn) for f in fields(self)})
+
+    def __getitem__(self, item: Union[int, slice, torch.Tensor]):
+        if isinstance(item, int):
+            item = slice(item, item + 1)
+        return self._map(lambda t: t[item])
+
+    def to(self, device):
+        return self._map(lambda t: t.to(device))
+
+    def tensors(self) -> Dict[str, torch.Tensor]:
+        """The fields that are set (not None), in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @staticmethod
+    def cat(outputs: list):
+        cls = type(outputs[0])
+        return cls(**{f.name: (None if getattr(outputs[0], f.name) is None else
+                               torch.cat([getattr(o, f.name) for o in outputs], 0)) for f in fields(cls)})
+
+
 @dataclass
-class DensePoseChartPredictorOutput:
+class DensePoseChartPredictorOutput(_PerRoIFields):
     """Raw chart predictor output for N RoIs, each map HEATMAP_SIZE x HEATMAP_SIZE over its box.
 
     coarse_segm: (N, 2 or 15, S, S) logits (background vs person, or background + 14 coarse parts)
@@ -31,30 +60,6 @@ class DensePoseChartPredictorOutput:
     fine_segm: torch.Tensor
     u: torch.Tensor
     v: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.coarse_segm.size(0)
-
-    def _map(self, fn) -> "DensePoseChartPredictorOutput":
-        return type(self)(**{f.name: _apply(getattr(self, f.name), fn) for f in fields(self)})
-
-    def __getitem__(self, item: Union[int, slice, torch.Tensor]) -> "DensePoseChartPredictorOutput":
-        if isinstance(item, int):
-            item = slice(item, item + 1)
-        return self._map(lambda t: t[item])
-
-    def to(self, device) -> "DensePoseChartPredictorOutput":
-        return self._map(lambda t: t.to(device))
-
-    def tensors(self) -> Dict[str, torch.Tensor]:
-        """The fields that are set (not None), in field order."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    @staticmethod
-    def cat(outputs: List["DensePoseChartPredictorOutput"]) -> "DensePoseChartPredictorOutput":
-        cls = type(outputs[0])
-        return cls(**{f.name: (None if getattr(outputs[0], f.name) is None else
-                               torch.cat([getattr(o, f.name) for o in outputs], 0)) for f in fields(cls)})
 
     @staticmethod
     def from_tensors(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> "DensePoseChartPredictorOutput":
@@ -88,6 +93,23 @@ class DensePoseChartPredictorOutputWithConfidences(DensePoseChartPredictorOutput
     kappa_v: Optional[torch.Tensor] = None
     fine_segm_confidence: Optional[torch.Tensor] = None
     coarse_segm_confidence: Optional[torch.Tensor] = None
+
+
+EMBEDDING_NAMES = ("embedding", "coarse_segm")
+
+
+@dataclass
+class DensePoseEmbeddingPredictorOutput(_PerRoIFields):
+    """Raw continuous-surface-embedding (CSE) predictor output for N RoIs (detectron2's
+    DensePoseEmbeddingPredictorOutput, same fields and order), each map HEATMAP_SIZE x HEATMAP_SIZE over its box:
+
+    embedding:   (N, D, S, S) per-pixel embeddings (D = CSE.EMBED_SIZE), not normalised; a pixel's mesh
+        vertex is the nearest of the embedder's vertex embeddings (`postprocess.closest_vertices`)
+    coarse_segm: (N, K, S, S) logits (K = NUM_COARSE_SEGM_CHANNELS; argmax 0 = background)
+    """
+
+    embedding: torch.Tensor
+    coarse_segm: torch.Tensor
 
 
 @dataclass

@@ -9,6 +9,11 @@ confidences (detectron2's DensePoseChartWithConfidencePredictor, the WC1 / WC2 /
 * segmentation confidence (`SEGM_CONFIDENCE`, Sanakoyeu et al., CVPR 2020): `fine_segm_confidence_lowres`
   and `coarse_segm_confidence_lowres`, one channel each, c = softplus(up-sampled) + SEGM_CONFIDENCE.EPSILON;
   the fine / coarse segmentation logits are multiplied by their c (a temperature per pixel), as detectron2.
+
+The CSE predictor (detectron2's DensePoseEmbeddingPredictor) has the same structure with two transposed
+convs, `coarse_segm_lowres` (NUM_COARSE_SEGM_CHANNELS) and `embed_lowres` (CSE.EMBED_SIZE), up-sampled alike:
+per-pixel embeddings and coarse segmentation (DensePoseEmbeddingPredictorOutput); the mesh vertices come
+from the model's `roi_heads.embedder`.
 """
 from typing import Optional, Tuple
 
@@ -16,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...structures import DensePoseChartPredictorOutput
-from ...structures.densepose_outputs import CHART_NAMES
+from ...structures import DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput
+from ...structures.densepose_outputs import CHART_NAMES, EMBEDDING_NAMES
 from ..registry import DENSEPOSE_PREDICTOR_REGISTRY, get_from_registry
 
 UV_CONFIDENCE_TYPES = ("iid_iso", "indep_aniso")
@@ -35,16 +40,41 @@ def uv_confidence_names(uv_confidence: Optional[str]) -> Tuple[str, ...]:
                      f"got {uv_confidence!r}")
 
 
+def _deconv(input_channels: int, out_channels: int, kernel: int) -> nn.ConvTranspose2d:
+    """The predictors' stride-2 transposed conv (detectron2's: padding kernel / 2 - 1 doubles the size)."""
+    return nn.ConvTranspose2d(input_channels, out_channels, kernel, stride=2, padding=int(kernel / 2 - 1))
+
+
+def _init_deconvs(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(m.bias, 0)
+
+
+def _upsample(x: torch.Tensor, scale_factor: int) -> torch.Tensor:
+    """Bilinear up-sampling by UP_SCALE (align_corners False, as detectron2)."""
+    if scale_factor == 1:  # identity: skip the op (same numbers as interpolating by 1)
+        return x
+    return F.interpolate(x, scale_factor=scale_factor, mode="bilinear", align_corners=False)
+
+
+def _reject_confidences(cfg, name: str, instead: str) -> None:
+    h = cfg.MODEL.ROI_DENSEPOSE_HEAD
+    if h.UV_CONFIDENCE.ENABLED or h.SEGM_CONFIDENCE.ENABLED:
+        raise ValueError(f"MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME '{name}' has no confidence layers (as in "
+                         f"detectron2) but UV_CONFIDENCE / SEGM_CONFIDENCE is enabled: {instead}")
+
+
 class DensePoseChartPredictor(nn.Module):
     def __init__(self, input_channels: int, num_coarse_segm_channels: int = 2, num_patches: int = 24,
                  deconv_kernel: int = 4, up_scale: int = 2, *, uv_confidence: Optional[str] = None,
                  uv_confidence_epsilon: float = 0.01, segm_confidence: bool = False,
                  segm_confidence_epsilon: float = 0.01):
         super().__init__()
-        padding = int(deconv_kernel / 2 - 1)
 
         def deconv(out_channels: int) -> nn.ConvTranspose2d:
-            return nn.ConvTranspose2d(input_channels, out_channels, deconv_kernel, stride=2, padding=padding)
+            return _deconv(input_channels, out_channels, deconv_kernel)
 
         self.ann_index_lowres = deconv(num_coarse_segm_channels)
         self.index_uv_lowres = deconv(num_patches + 1)
@@ -64,10 +94,7 @@ class DensePoseChartPredictor(nn.Module):
         self.output_names = CHART_NAMES + uv_names + (
             ("fine_segm_confidence", "coarse_segm_confidence") if self.segm_confidence else ())
         self.scale_factor = up_scale
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.constant_(m.bias, 0)
+        _init_deconvs(self)
 
     @property
     def has_confidences(self) -> bool:
@@ -84,18 +111,11 @@ class DensePoseChartPredictor(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_channels: int) -> "DensePoseChartPredictor":
-        h = cfg.MODEL.ROI_DENSEPOSE_HEAD
-        if h.UV_CONFIDENCE.ENABLED or h.SEGM_CONFIDENCE.ENABLED:
-            raise ValueError(
-                "MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME 'DensePoseChartPredictor' has no confidence layers (as in "
-                "detectron2) but UV_CONFIDENCE / SEGM_CONFIDENCE is enabled: use "
-                "'DensePoseChartWithConfidencePredictor' (the default)")
+        _reject_confidences(cfg, "DensePoseChartPredictor", "use 'DensePoseChartWithConfidencePredictor' (the default)")
         return cls(input_channels, **cls._base_kwargs(cfg))
 
     def _upsample(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale_factor == 1:  # identity: skip the op (same numbers as interpolating by 1)
-            return x
-        return F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
+        return _upsample(x, self.scale_factor)
 
     def forward_tensors(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """The maps named by `output_names`, each (N, C, HEATMAP_SIZE, HEATMAP_SIZE): coarse_segm, fine_segm,
@@ -143,18 +163,55 @@ class DensePoseChartWithConfidencePredictor(DensePoseChartPredictor):
         return cls(input_channels, **kwargs)
 
 
+class DensePoseEmbeddingPredictor(nn.Module):
+    """CSE predictor (detectron2's DensePoseEmbeddingPredictor): `coarse_segm_lowres` and `embed_lowres`
+    transposed convs (stride 2), each up-sampled bilinearly by UP_SCALE. Outputs `embedding` (N, EMBED_SIZE,
+    S, S), not normalised, and `coarse_segm` (N, NUM_COARSE_SEGM_CHANNELS, S, S) logits."""
+
+    def __init__(self, input_channels: int, num_coarse_segm_channels: int = 2, embed_size: int = 16,
+                 deconv_kernel: int = 4, up_scale: int = 2):
+        super().__init__()
+        self.coarse_segm_lowres = _deconv(input_channels, num_coarse_segm_channels, deconv_kernel)
+        self.embed_lowres = _deconv(input_channels, embed_size, deconv_kernel)
+        self.scale_factor = up_scale
+        self.output_names = EMBEDDING_NAMES  # of `forward_tensors`' outputs, in order
+        _init_deconvs(self)
+
+    @classmethod
+    def from_config(cls, cfg, input_channels: int) -> "DensePoseEmbeddingPredictor":
+        h = cfg.MODEL.ROI_DENSEPOSE_HEAD
+        _reject_confidences(cfg, "DensePoseEmbeddingPredictor",
+                            "CSE confidences (DensePoseEmbeddingWithConfidencePredictor) are not supported yet")
+        if h.NUM_COARSE_SEGM_CHANNELS < 2:
+            raise ValueError(f"MODEL.ROI_DENSEPOSE_HEAD.NUM_COARSE_SEGM_CHANNELS must be >= 2 (background + body), "
+                             f"got {h.NUM_COARSE_SEGM_CHANNELS}")
+        return cls(input_channels, h.NUM_COARSE_SEGM_CHANNELS, h.CSE.EMBED_SIZE, h.DECONV_KERNEL, h.UP_SCALE)
+
+    def forward_tensors(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(embedding, coarse_segm), each (N, C, HEATMAP_SIZE, HEATMAP_SIZE) (`output_names`)."""
+        return (_upsample(self.embed_lowres(x), self.scale_factor),
+                _upsample(self.coarse_segm_lowres(x), self.scale_factor))
+
+    def make_output(self, tensors) -> DensePoseEmbeddingPredictorOutput:
+        return DensePoseEmbeddingPredictorOutput(**dict(zip(self.output_names, tensors)))
+
+    def forward(self, x: torch.Tensor) -> DensePoseEmbeddingPredictorOutput:
+        return self.make_output(self.forward_tensors(x))
+
+
 DENSEPOSE_PREDICTOR_REGISTRY.register(DensePoseChartPredictor)
 DENSEPOSE_PREDICTOR_REGISTRY.register(DensePoseChartWithConfidencePredictor)
+DENSEPOSE_PREDICTOR_REGISTRY.register(DensePoseEmbeddingPredictor)
 
-_NOT_SUPPORTED = ("DensePoseEmbeddingPredictor", "DensePoseEmbeddingWithConfidencePredictor",
-                  "DensePoseEmbeddingConfidencePredictor")
+# detectron2's CSE predictors with confidences (Sanakoyeu et al.'s coarse segmentation confidence for CSE)
+_NOT_SUPPORTED = ("DensePoseEmbeddingWithConfidencePredictor", "DensePoseEmbeddingConfidencePredictor")
 
 
 def build_densepose_predictor(cfg, input_channels: int) -> nn.Module:
     name = cfg.MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME
     if name in _NOT_SUPPORTED:
         raise NotImplementedError(
-            f"MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME '{name}': continuous surface embeddings (CSE) are not "
-            "supported yet; chart-based models (DensePoseChartPredictor) are")
+            f"MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME '{name}': CSE predictors with confidences are not "
+            "supported yet; DensePoseEmbeddingPredictor (CSE) and the chart predictors are")
     return get_from_registry(DENSEPOSE_PREDICTOR_REGISTRY, name, "MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME"
                              ).from_config(cfg, input_channels)

@@ -1,5 +1,6 @@
 """RoI heads: box branch on all pyramid levels, DensePose branch on the decoder output (P2 for Parsing
-R-CNN). Training samples proposals and matches them to ground truth as detectron2's StandardROIHeads."""
+R-CNN). Training samples proposals and matches them to ground truth as detectron2's StandardROIHeads.
+A CSE model also holds the mesh vertex embedders (`embedder`, detectron2's `roi_heads.embedder`)."""
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -8,6 +9,7 @@ from torchvision.ops import box_iou
 
 from ...structures import Instances, ShapeSpec
 from ..densepose.decoder import FinestLevelDecoder, PanopticFPNDecoder
+from ..densepose.embedder import build_densepose_embedder
 from ..densepose.heads import build_densepose_head
 from ..densepose.predictor import build_densepose_predictor
 from ..matcher import Matcher, subsample_labels
@@ -49,6 +51,7 @@ class DensePoseROIHeads(nn.Module):
         densepose_predictor: Optional[nn.Module] = None,
         densepose_losses: Optional[nn.Module] = None,
         densepose_fg_iou_threshold: float = 0.7,
+        embedder: Optional[nn.Module] = None,
     ):
         super().__init__()
         self.in_features = list(in_features)
@@ -68,6 +71,8 @@ class DensePoseROIHeads(nn.Module):
             self.densepose_predictor = densepose_predictor
             self.densepose_losses = densepose_losses
             self.densepose_fg_iou_threshold = densepose_fg_iou_threshold
+        # after the DensePose blocks, as detectron2 (state-dict order); None for chart models
+        self.embedder = embedder
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> "DensePoseROIHeads":
@@ -117,6 +122,11 @@ class DensePoseROIHeads(nn.Module):
         else:
             scales, decoder, head_in = _pooler_scales(input_shape, in_features), None, in_channels
         head = build_densepose_head(cfg, head_in)
+        predictor = build_densepose_predictor(cfg, head.output_shape.channels)
+        embedder = build_densepose_embedder(cfg)
+        if embedder is None and "embedding" in predictor.output_names:
+            raise ValueError(f"MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME '{d.PREDICTOR_NAME}' predicts surface "
+                             "embeddings: MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS must give the mesh embedder(s)")
         losses = None
         if d.LOSS_NAME in DENSEPOSE_LOSS_REGISTRY:
             losses = DENSEPOSE_LOSS_REGISTRY.get(d.LOSS_NAME).from_config(cfg)
@@ -124,9 +134,10 @@ class DensePoseROIHeads(nn.Module):
             densepose_pooler=ROIPooler(d.POOLER_RESOLUTION, scales, d.POOLER_SAMPLING_RATIO, d.POOLER_TYPE),
             densepose_decoder=decoder,
             densepose_head=head,
-            densepose_predictor=build_densepose_predictor(cfg, head.output_shape.channels),
+            densepose_predictor=predictor,
             densepose_losses=losses,
             densepose_fg_iou_threshold=d.FG_IOU_THRESHOLD,
+            embedder=embedder,
         )
 
     # ------------------------------------------------------------------ training targets
@@ -191,7 +202,8 @@ class DensePoseROIHeads(nn.Module):
     def _forward_densepose_train(self, features: List[torch.Tensor], proposals: List[Instances]) -> Dict:
         if self.densepose_losses is None:
             raise NotImplementedError(
-                f"No DensePose loss is registered for MODEL.ROI_DENSEPOSE_HEAD.LOSS_NAME; training is unavailable")
+                "No DensePose loss is registered for MODEL.ROI_DENSEPOSE_HEAD.LOSS_NAME; training is unavailable "
+                "(the CSE losses, DensePoseCseLoss, are not implemented yet)")
         selected = []
         for p in proposals:
             fg = (p.gt_classes >= 0) & (p.gt_classes != self.num_classes)
