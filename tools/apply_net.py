@@ -18,7 +18,10 @@ by `densepose_fnl.export.OrtPredictor` on the CPU; CONFIG should be the export's
 config.yaml): INPUT.* still resizes the images outside the graph, but SCORE_THRESH_TEST, the NMS
 thresholds, the RPN top-k and TEST.DETECTIONS_PER_IMAGE were baked into the graph at export time, so
 `--nms_thresh` and such overrides have no effect there (a warning says so; export again to change
-them), while `--min_score` still drops the detections below it. Everything else is the same.
+them), while `--min_score` still drops the detections below it. Everything else is the same. MODEL may
+also be the export's ORT format file (.ort, `export_model.py --ort-format`). `--ort-provider NAME` (with
+--runtime onnxruntime) picks the ONNX Runtime execution provider (e.g. XNNPACK where the installed
+onnxruntime has it; default CPU); one that is not available is a one-line error listing the available ones.
 
 show: VISUALIZATIONS is a comma-separated list of bbox, dp_segm, dp_u, dp_v, dp_contour,
 dp_iuv_texture (needs `--texture_atlas FILE`, a 4 x 6 tile atlas such as DensePose's
@@ -142,12 +145,12 @@ def default_predictor_factory(cfg):
     return DefaultPredictor(cfg)
 
 
-def ort_predictor_factory(cfg):
-    """OrtPredictor over MODEL.WEIGHTS (the .onnx file); a file it cannot run is a ModelFileError."""
+def ort_predictor_factory(cfg, provider: Optional[str] = None):
+    """OrtPredictor over MODEL.WEIGHTS (the .onnx / .ort file); a file it cannot run is a ModelFileError."""
     from densepose_fnl.export.ort_model import OrtModelError, open_ort_predictor
 
     try:
-        return open_ort_predictor(cfg.MODEL.WEIGHTS, cfg)
+        return open_ort_predictor(cfg.MODEL.WEIGHTS, cfg, provider=provider)
     except OrtModelError as e:
         raise ModelFileError(str(e)) from e
 
@@ -309,6 +312,9 @@ def create_argument_parser() -> argparse.ArgumentParser:
                        help="pytorch (default): <model> is a checkpoint; onnxruntime: <model> is an ONNX file "
                             "from tools/export_model.py, whose score threshold, NMS and detection cap were baked "
                             "in at export time (--min_score still filters its outputs)")
+        p.add_argument("--ort-provider", default=None, metavar="NAME",
+                       help="with --runtime onnxruntime: ONNX Runtime execution provider (CPU by default; e.g. "
+                            "XNNPACK where the installed onnxruntime has it)")
         p.add_argument("--device", default=None, help="cpu or cuda (sets MODEL.DEVICE)")
         p.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
                        help="Modify config options using the command-line 'KEY VALUE' pairs")
@@ -379,6 +385,17 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
     logger.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbosity, 2)])
     if args.runtime == "onnxruntime":
         warn_baked_options(args)
+    if args.ort_provider:
+        from densepose_fnl.export import OrtProviderError, resolve_provider
+
+        if args.runtime != "onnxruntime":
+            print("apply_net: error: --ort-provider needs --runtime onnxruntime", file=sys.stderr)
+            return 2
+        try:  # before any work: a provider this onnxruntime lacks is a command-line problem
+            resolve_provider(args.ort_provider)
+        except OrtProviderError as e:
+            print(f"apply_net: error: --ort-provider: {e}", file=sys.stderr)
+            return 2
     from densepose_fnl.checkpoint import trust_checkpoints
 
     trust_checkpoints(args.trust_checkpoint)
@@ -403,7 +420,10 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
         print(f"apply_net: error: {problem}", file=sys.stderr)
         return 1
     try:
-        predictor = (predictor_factory or PREDICTOR_FACTORIES[args.runtime])(cfg)
+        if predictor_factory is None and args.runtime == "onnxruntime":
+            predictor = ort_predictor_factory(cfg, provider=args.ort_provider)
+        else:
+            predictor = (predictor_factory or PREDICTOR_FACTORIES[args.runtime])(cfg)
     except ModelFileError as e:
         print(f"apply_net: error: {e}", file=sys.stderr)
         return 1

@@ -4,7 +4,8 @@ ONNX Runtime int8), measured side by side in one process.
 
     tools/benchmark.py --configs C1 [C2 ...] [--runtimes torch,ort,ort-int8] [--sizes 512 800] [--people K]
                        [--rounds 15] [--warmup 3] [--threads 2] [--gap-ms 100] [--image IMG] [--int8-weights QAT.pth]
-                       [--cache-dir DIR] [--ort-profile] [--json out.json] [--plot out.png] [KEY VALUE ...]
+                       [--cache-dir DIR] [--ort-profile] [--ort-provider NAME] [--json out.json] [--plot out.png]
+                       [KEY VALUE ...]
 
 Protocol: every model gets exactly K persons into its DensePose head (ROI_HEADS.SCORE_THRESH_TEST 0 and
 TEST.DETECTIONS_PER_IMAGE K; checked on every run); inputs are the image resized to shortest side S
@@ -22,6 +23,8 @@ Columns: params (nn.Parameter count), size (fp32 state dict for torch, ONNX file
 (torch FlopCounterMode / 2 = fvcore's convention, multiply-accumulates of the PyTorch model at that size
 with K persons; NMS / RoIAlign not counted). Runtimes ort-plain / ort-int8-plain: the same models exported
 without the ONNX Runtime graph rewrites (`export_onnx(ort_rewrites=False)`), to measure what they bring.
+--ort-provider NAME: the ONNX Runtime execution provider of every ort* runtime (CPU by default; e.g. XNNPACK
+where the installed onnxruntime has it; one it lacks is a one-line error listing the available ones).
 """
 import argparse
 import ctypes
@@ -56,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--int8-weights", default="", help="QAT checkpoint for ort-int8 (single config)")
     p.add_argument("--cache-dir", default="output/benchmark_cache")
     p.add_argument("--ort-profile", action="store_true", help="print ONNX Runtime op-type time shares")
+    p.add_argument("--ort-provider", default=None, metavar="NAME",
+                   help="ONNX Runtime execution provider for the ort* runtimes (default CPU)")
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--json", default="")
     p.add_argument("--plot", default="")
@@ -191,7 +196,7 @@ def prepare_config(config_file, args, image_bgr, log):
                     qmodel = build_ptq_model(cfg, model, calib)
             export_onnx(qmodel if int8 else model, path, sample_image=sample, ort_rewrites=not plain)
             log.info("exported %s %s in %.0f s", name, rt, time.time() - t0)
-        sess = make_session(path, args.threads)
+        sess = make_session(path, args.threads, provider=args.ort_provider)
         in_name = sess.get_inputs()[0].name
 
         def ort_run(x, sess=sess, in_name=in_name):
@@ -224,11 +229,11 @@ def count_gmacs(model, inputs, log):
     return out
 
 
-def ort_profile(path, x, threads, runs=5):
+def ort_profile(path, x, threads, runs=5, provider=None):
     """Share of ONNX Runtime node time per op type (profiling a few runs)."""
     from densepose_fnl.export import make_session
 
-    sess = make_session(path, threads, profile=True)
+    sess = make_session(path, threads, profile=True, provider=provider)
     name = sess.get_inputs()[0].name
     for _ in range(runs):
         sess.run(None, {name: x.numpy()[None]})
@@ -259,6 +264,13 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("densepose_fnl.benchmark")
     keep_heap()
+    from densepose_fnl.export import OrtProviderError, resolve_provider
+
+    try:  # before minutes of exports
+        provider = resolve_provider(args.ort_provider)
+    except OrtProviderError as e:
+        print(f"error: --ort-provider: {e}", file=sys.stderr)
+        return 2
     import torch
 
     torch.set_num_threads(args.threads)
@@ -293,7 +305,7 @@ def main(argv=None) -> int:
             if n != args.people:
                 raise RuntimeError(f"{e.config_name}/{e.runtime} at {s}: {n} persons, expected {args.people}")
 
-    machine = machine_description(args.threads)
+    machine = machine_description(args.threads) + f"; ONNX Runtime provider {provider}"
     rows = []
     for e in entries:
         for s in args.sizes:
@@ -319,7 +331,7 @@ def main(argv=None) -> int:
     if args.ort_profile:
         for e in entries:
             if hasattr(e, "onnx_path"):
-                shares = ort_profile(e.onnx_path, inputs[args.sizes[0]], args.threads)
+                shares = ort_profile(e.onnx_path, inputs[args.sizes[0]], args.threads, provider=args.ort_provider)
                 top = ", ".join(f"{op} {100 * f:.0f}%" for op, f in shares[:8])
                 print(f"\nORT profile {e.config_name}/{e.runtime} at {args.sizes[0]}: {top}")
     if args.json:

@@ -3,7 +3,7 @@
 
     tools/export_model.py --config-file C --format onnx --output DIR [--int8] [--sample-image IMG]
                           [--calib-images GLOB_OR_DIR] [--calib-count N] [--no-verify] [--no-ort-rewrites]
-                          [KEY VALUE ...]
+                          [--ort-format] [KEY VALUE ...]
 
 MODEL.WEIGHTS: a float checkpoint, or (with --int8) a QAT checkpoint written by `train_net.py --qat`
 (detected by its keys): QAT weights are converted as trained; float weights are quantized post-training
@@ -18,6 +18,10 @@ classes, coarse_segm, fine_segm, u, v (then, for chart-confidence models, their 
 `densepose_fnl.export.tensor_model`) in input pixels. Unless --no-verify, ONNX Runtime is run on the
 sample image and compared with PyTorch (float: same detections; int8: reported only). The graph is
 rewritten for ONNX Runtime's kernels (same outputs; docs/DEPLOYMENT.md) unless --no-ort-rewrites.
+--ort-format also writes the ONNX Runtime Mobile files beside the .onnx: DIR/model[_int8].ort (ORT format,
+optimised for ARM CPUs) and DIR/model[_int8].required_operators_and_types.config (the operators and types
+of a reduced ONNX Runtime build), and, unless --no-verify, runs the .ort against the .onnx on the sample
+image (`densepose_fnl.export.ort_mobile`; docs/DEPLOYMENT.md "On a phone").
 Exit codes: 0 success, 2 bad command line / config / files.
 """
 import argparse
@@ -47,6 +51,9 @@ def parse_args(argv=None):
                    help="load checkpoints that carry pickled code (objects beyond tensors / numbers / strings): only for files you trust")
     p.add_argument("--no-ort-rewrites", action="store_true",
                    help="skip the graph rewrites for ONNX Runtime's kernels (same outputs; for comparisons)")
+    p.add_argument("--ort-format", action="store_true",
+                   help="also write the ONNX Runtime Mobile files: <model>.ort and "
+                        "<model>.required_operators_and_types.config (for a reduced-operator build)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
 
@@ -77,7 +84,7 @@ def main(argv=None) -> int:
     from densepose_fnl.config import ConfigError, load_config
     from densepose_fnl.data.preprocess import preprocess_for_test
     from densepose_fnl.data.image_io import ImageReadError, read_image
-    from densepose_fnl.export import OrtPredictor, build_export_model, export_onnx
+    from densepose_fnl.export import OrtPredictor, build_export_model, export_onnx, write_ort_mobile_files
 
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -121,6 +128,10 @@ def main(argv=None) -> int:
     with open(os.path.join(args.output, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     print(f"wrote {path} ({kind}, {os.path.getsize(path) / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
+    mobile = None
+    if args.ort_format:
+        mobile = write_ort_mobile_files(path)
+        print(f"wrote {mobile.ort_path} ({os.path.getsize(mobile.ort_path) / 1e6:.2f} MB) and {mobile.config_path}")
 
     if not args.no_verify:
         from densepose_fnl.export.compare import compare_instances
@@ -133,6 +144,16 @@ def main(argv=None) -> int:
         if not args.int8 and not report.ok():
             print("error: ONNX Runtime output differs from PyTorch", file=sys.stderr)
             return 1
+        if mobile is not None:
+            from densepose_fnl.export import ort_format_differences
+
+            try:
+                diffs = ort_format_differences(path, mobile.ort_path, sample["image"][None].numpy())
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            print("verify (.ort vs .onnx, ONNX Runtime): max |diff| "
+                  + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()) + " -> OK")
     return 0
 
 

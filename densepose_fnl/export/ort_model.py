@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..postprocess import detector_postprocess
-from .ort_predictor import OrtPredictor
+from .ort_predictor import OrtPredictor, resolve_provider
 
 PYTORCH_CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".pkl", ".ckpt")
 # torch.save writes a zip archive (new format) or a pickle (legacy, and detectron2's model-zoo .pkl)
@@ -41,11 +41,14 @@ def is_pytorch_checkpoint(path: str) -> bool:
     return any(head.startswith(m) for m in _PYTORCH_MAGICS)
 
 
-def open_ort_predictor(onnx_path: str, cfg, num_threads: Optional[int] = None) -> OrtPredictor:
-    """OrtPredictor(onnx_path, cfg) or an OrtModelError saying why the file cannot be used.
+def open_ort_predictor(onnx_path: str, cfg, num_threads: Optional[int] = None,
+                       provider: Optional[str] = None) -> OrtPredictor:
+    """OrtPredictor(onnx_path, cfg) or an OrtModelError saying why the file cannot be used (an execution
+    provider that is not available: OrtProviderError, raised first, since it is not about the file).
 
     num_threads defaults to torch's thread count: ONNX Runtime otherwise takes every core whatever
     OMP_NUM_THREADS / torch.set_num_threads say, and a PyTorch-vs-ORT comparison should use the same."""
+    resolve_provider(provider)
     hint = "an ONNX file written by tools/export_model.py is needed"
     if not onnx_path:
         raise OrtModelError(f"no model file given: {hint}")
@@ -54,7 +57,7 @@ def open_ort_predictor(onnx_path: str, cfg, num_threads: Optional[int] = None) -
     if is_pytorch_checkpoint(onnx_path):
         raise OrtModelError(f"{onnx_path}: a PyTorch checkpoint, not an ONNX model ({hint}; or use --runtime pytorch)")
     try:
-        return OrtPredictor(onnx_path, cfg, num_threads=num_threads or torch.get_num_threads())
+        return OrtPredictor(onnx_path, cfg, num_threads=num_threads or torch.get_num_threads(), provider=provider)
     except ValueError as e:  # a valid ONNX file with other outputs
         raise OrtModelError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - onnxruntime's own pybind errors (InvalidProtobuf, Fail, ...)
@@ -68,10 +71,10 @@ class OrtModel(nn.Module):
     No parameters: the weights live in the ONNX graph, whose score threshold, NMS and detection cap were
     fixed at export time (the config given here only supplies INPUT.* for OrtPredictor)."""
 
-    def __init__(self, onnx_path: str, cfg, num_threads: Optional[int] = None):
+    def __init__(self, onnx_path: str, cfg, num_threads: Optional[int] = None, provider: Optional[str] = None):
         super().__init__()
         self.onnx_path = onnx_path
-        self.predictor = open_ort_predictor(onnx_path, cfg, num_threads)
+        self.predictor = open_ort_predictor(onnx_path, cfg, num_threads, provider)
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         if self.training:

@@ -5,6 +5,8 @@ as the PyTorch predictor (pred_boxes, scores, pred_classes, pred_densepose = Den
 with confidences for a WC1 / WC2 / WC1M / WC2M export) in the original image's pixels. Outside the graph,
 as in DefaultPredictor: BGR -> INPUT.FORMAT, resize to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (PIL bilinear) and, after the graph, `detector_postprocess`
 (boxes scaled back to the original size). In the graph: normalisation, padding to 32, the whole model.
+The file may be the .onnx export or its ORT format twin (.ort, `export.ort_mobile`); `provider` picks the
+ONNX Runtime execution provider (`make_session`).
 """
 import os
 from typing import Dict, Optional
@@ -20,8 +22,40 @@ from .onnx_export import MIN_SIDE
 from .tensor_model import OUTPUT_NAMES
 
 
-def make_session(onnx_path: str, num_threads: Optional[int] = None, profile: bool = False):
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class OrtProviderError(ValueError):
+    """The execution provider asked for is not in the installed ONNX Runtime; the message is one line naming
+    it and the available ones."""
+
+
+def resolve_provider(name: Optional[str] = None) -> str:
+    """ONNX Runtime's name of execution provider `name` ("XNNPACK", "xnnpack", "XnnpackExecutionProvider";
+    None / "" = the CPU one) if the installed onnxruntime has it, else an OrtProviderError."""
     import onnxruntime as ort
+
+    if not name:
+        return CPU_PROVIDER
+    available = ort.get_available_providers()
+    wanted = name.lower()
+    wanted = wanted if wanted.endswith("executionprovider") else wanted + "executionprovider"
+    for p in available:
+        if p.lower() == wanted:
+            return p
+    raise OrtProviderError(f"ONNX Runtime execution provider {name!r} is not available in this onnxruntime "
+                           f"{ort.__version__} (available: {', '.join(available)})")
+
+
+def make_session(onnx_path: str, num_threads: Optional[int] = None, profile: bool = False,
+                 provider: Optional[str] = None):
+    """The one ONNX Runtime session factory (OrtPredictor, benchmarks). `provider` (`resolve_provider`) comes
+    first, with the CPU provider after it for the nodes it does not take; its options are ONNX Runtime's
+    defaults."""
+    import onnxruntime as ort
+
+    chosen = resolve_provider(provider)
+    providers = [chosen] + ([CPU_PROVIDER] if chosen != CPU_PROVIDER else [])
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -31,17 +65,17 @@ def make_session(onnx_path: str, num_threads: Optional[int] = None, profile: boo
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if profile:
         so.enable_profiling = True
-    return ort.InferenceSession(onnx_path, sess_options=so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(onnx_path, sess_options=so, providers=providers)
 
 
 class OrtPredictor:
-    def __init__(self, onnx_path: str, cfg, num_threads: Optional[int] = None):
+    def __init__(self, onnx_path: str, cfg, num_threads: Optional[int] = None, provider: Optional[str] = None):
         if not os.path.isfile(onnx_path):
             raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
         self.cfg = cfg.clone()
         self.input_format = cfg.INPUT.FORMAT
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-        self.session = make_session(onnx_path, num_threads)
+        self.session = make_session(onnx_path, num_threads, provider=provider)
         names = tuple(o.name for o in self.session.get_outputs())
         extra = names[len(OUTPUT_NAMES):]
         if (names[:len(OUTPUT_NAMES)] != OUTPUT_NAMES or len(set(extra)) != len(extra)
