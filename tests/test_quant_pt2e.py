@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("torchao")
 
 from densepose_fnl.config import load_config  # noqa: E402
-from densepose_fnl.export import OrtPredictor, export_onnx  # noqa: E402
+from densepose_fnl.export import OrtPredictor, export_onnx, ort_format_differences, write_ort_mobile_files  # noqa: E402
 from densepose_fnl.export.channels_last_flatten import flatten_channels_last  # noqa: E402
 from densepose_fnl.export.int8_channel_padding import pad_int8_conv_channels  # noqa: E402
 from densepose_fnl.export.int8_deconv_lowering import lower_int8_conv_transpose  # noqa: E402
@@ -174,6 +174,20 @@ def test_qat_convert_and_int8_onnx(qat, tmp_path):
         inst = predictor.run_tensor(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
         assert inst.pred_densepose.fine_segm.shape[1:] == (25, 16, 16)
         assert len(inst) == len(inst.scores)
+
+    # ONNX Runtime Mobile files of the int8 export: the .ort loads in the installed ONNX Runtime and gives
+    # the .onnx's outputs exactly on a real (synthetic) image: same integer kernels, and the ARM target only
+    # leaves out x86's float NCHWc layout, which this graph's convs (all QLinearConv) do not use
+    mobile = write_ort_mobile_files(path)
+    h, w = image.shape[-2:]  # a 64-px training image: zero-padded to the graph's 65 px, as OrtPredictor does
+    padded = torch.nn.functional.pad(image, (0, max(0, 65 - w), 0, max(0, 65 - h)))
+    diffs = ort_format_differences(path, mobile.ort_path, padded[None].numpy())
+    assert all(d == 0 for d in diffs.values()), diffs
+    inst = OrtPredictor(mobile.ort_path, cfg).run_tensor(image)
+    assert len(inst) > 0 and inst.pred_densepose.u.shape[1:] == (25, 16, 16)
+    with open(mobile.config_path) as f:
+        config = f.read()
+    assert "com.microsoft;1;" in config and 'QLinearConv{"inputs": {"0": ["uint8_t"]}}' in config
 
     # dense int8 part: ONNX Runtime's int8 kernels vs PyTorch's converted Q/DQ graph (same int8 weights)
     backbone = int8.backbone

@@ -1,5 +1,6 @@
 """--runtime onnxruntime: apply_net dump / show and train_net --eval-only on an exported model, checked
-against the PyTorch run of the same float weights; the one-line errors for unusable model files.
+against the PyTorch run of the same float weights; the one-line errors for unusable model files; the ORT
+format file and --ort-provider (the execution provider switch of OrtPredictor, apply_net and benchmark).
 
 One tiny model is calibrated, saved (.pth) and exported (.onnx) per module: the export alone takes most
 of this file's time. Test images are resized to 96 px (>= 65 px, so OrtPredictor pads nothing and ORT
@@ -20,7 +21,8 @@ from _train_helpers import REPO, TINY_CONFIG, drop_log_handlers, one_thread, tin
 
 from densepose_fnl.config import load_config  # noqa: E402
 from densepose_fnl.data import DatasetCatalog, build_detection_test_loader  # noqa: E402
-from densepose_fnl.export import OrtModel, compare_instances, export_onnx  # noqa: E402
+from densepose_fnl.export import (OrtModel, OrtPredictor, OrtProviderError, compare_instances, export_onnx,  # noqa: E402
+                                  write_ort_mobile_files)
 from densepose_fnl.modeling import build_model  # noqa: E402
 from densepose_fnl.utils.bn_calibration import calibrate_batchnorm  # noqa: E402
 
@@ -38,6 +40,7 @@ def _load_tool(name):
 
 apply_net = _load_tool("apply_net")
 train_net = _load_tool("train_net")
+benchmark = _load_tool("benchmark")
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +241,54 @@ def test_train_net_unusable_model_file_exits_2(exported, tmp_path, case, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"train_net.py: error: {model}" in err and reason in err, err
+
+
+def _missing_provider():
+    """(short name of a provider ONNX Runtime knows but this build lacks, e.g. "Xnnpack"; available ones)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = next(p for p in ort.get_all_providers() if p not in available)
+    return missing[:-len("ExecutionProvider")], available
+
+
+def test_unavailable_ort_provider_is_a_one_line_error_naming_it_and_the_available_ones(exported, tmp_path, capsys):
+    missing, available = _missing_provider()
+    expected = f"execution provider {missing!r} is not available in this onnxruntime"
+    listing = f"(available: {', '.join(available)})"
+    with pytest.raises(OrtProviderError) as info:
+        OrtPredictor(exported.onnx, exported.cfg, provider=missing)
+    assert expected in str(info.value) and str(info.value).endswith(listing)
+    image = sorted(exported.images.iterdir())[0]
+    rc = apply_net.main(["dump", exported.cfg_file, exported.onnx, str(image), "--output", str(tmp_path / "r.pkl"),
+                         "--runtime", "onnxruntime", "--ort-provider", missing])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not (tmp_path / "r.pkl").exists()
+    assert len(err) == 1 and err[0].startswith("apply_net: error: --ort-provider: ONNX Runtime " + expected), err
+    assert err[0].endswith(listing)
+    rc = apply_net.main(["dump", exported.cfg_file, exported.pth, str(image), "--ort-provider", "CPU"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["apply_net: error: --ort-provider needs --runtime onnxruntime"]
+    # the benchmark refuses before exporting anything
+    rc = benchmark.main(["--configs", TINY_CONFIG, "--ort-provider", missing, "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: --ort-provider: ONNX Runtime " + expected)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_default_provider_and_the_ort_format_file_run_in_apply_net(exported, tmp_path):
+    """The CPU provider, by default or named, on the .onnx and on its ORT format file (a real image each):
+    the same detections as without --ort-provider."""
+    for provider in (None, "CPU", "cpuexecutionprovider"):
+        assert OrtPredictor(exported.onnx, exported.cfg, provider=provider).session.get_providers() == [
+            "CPUExecutionProvider"]
+    ref = _dump(exported, exported.onnx, tmp_path / "ort.pkl", "--runtime", "onnxruntime")
+    named = _dump(exported, exported.onnx, tmp_path / "cpu.pkl", "--runtime", "onnxruntime", "--ort-provider", "CPU")
+    for r, o in zip(ref, named):
+        assert torch.equal(r["scores"], o["scores"]) and torch.equal(r["pred_boxes_XYXY"], o["pred_boxes_XYXY"])
+    mobile = write_ort_mobile_files(exported.onnx)
+    out = _dump(exported, mobile.ort_path, tmp_path / "ort_format.pkl", "--runtime", "onnxruntime",
+                "--ort-provider", "CPU")
+    assert [e["file_name"] for e in out] == [e["file_name"] for e in ref] and len(out) == 2
+    for r, o in zip(ref, out):
+        _assert_same_detections(r, o, min_iou=0.999)
