@@ -8,8 +8,17 @@ from .chart import (
     iid_isotropic_gaussian_uv_nll,
     indep_anisotropic_gaussian_uv_nll,
 )
-from .utils import PackedChartAnnotations, PointSampler, pack_chart_annotations, resample_segm
+from .cse import (
+    EMBED_LOSS_NAMES,
+    DensePoseCseLoss,
+    EmbeddingLoss,
+    PackedCseAnnotations,
+    SoftEmbeddingLoss,
+    pack_cse_annotations,
+)
+from .utils import PackedChartAnnotations, PointSampler, coarse_segm_loss, pack_chart_annotations, resample_segm
 
 __all__ = ["CONFIDENCE_LOSS_NAMES", "LOSS_NAMES", "DensePoseChartLoss", "DensePoseChartWithConfidenceLoss",
            "iid_isotropic_gaussian_uv_nll", "indep_anisotropic_gaussian_uv_nll", "PackedChartAnnotations",
-           "PointSampler", "pack_chart_annotations", "resample_segm"]
+           "PointSampler", "pack_chart_annotations", "resample_segm", "coarse_segm_loss", "EMBED_LOSS_NAMES",
+           "DensePoseCseLoss", "EmbeddingLoss", "SoftEmbeddingLoss", "PackedCseAnnotations", "pack_cse_annotations"]

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ...structures import Instances
 from ..registry import DENSEPOSE_LOSS_REGISTRY
-from .utils import PointSampler, pack_chart_annotations, resample_segm
+from .utils import PointSampler, coarse_segm_loss, pack_chart_annotations
 
 LOSS_NAMES = ("loss_densepose_S", "loss_densepose_I", "loss_densepose_U", "loss_densepose_V")
 CONFIDENCE_LOSS_NAMES = ("loss_densepose_S", "loss_densepose_I", "loss_densepose_UV")
@@ -150,16 +150,7 @@ class DensePoseChartLoss:
         return {k: losses[k] for k in self.loss_names}
 
     def segm_loss(self, outputs: Any, packed) -> torch.Tensor:
-        if packed.segm is None:  # some instance has no dp_masks: no coarse supervision in this batch
-            return outputs.coarse_segm.sum() * 0
-        est = outputs.coarse_segm[packed.box_index]
-        with torch.no_grad():
-            gt = resample_segm(packed.segm, packed.box_xywh_gt, packed.box_xywh_est, self.heatmap_size)
-            if self.n_segm_chan == 2:
-                gt = (gt > 0).long()
-        if est.shape[-2:] != gt.shape[-2:]:
-            raise ValueError(f"coarse segmentation is {tuple(est.shape[-2:])} but HEATMAP_SIZE is {self.heatmap_size}")
-        return F.cross_entropy(est, gt)
+        return coarse_segm_loss(outputs.coarse_segm, packed, self.heatmap_size, self.n_segm_chan)
 
 
 class DensePoseChartWithConfidenceLoss(DensePoseChartLoss):

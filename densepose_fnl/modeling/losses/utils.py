@@ -6,7 +6,7 @@ over the matched proposal box. A point (x, y) of the 256 frame sits in the image
 outside the proposal box are dropped; the others are sampled bilinearly from the predictions.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -46,11 +46,12 @@ class PackedChartAnnotations:
     segm: Optional[torch.Tensor]
 
 
-def pack_chart_annotations(proposals_with_gt: List[Instances]) -> Optional[PackedChartAnnotations]:
-    """Gather the DensePose ground truth of the proposals, in the order of the predictor outputs
-    (images one after another). Instances without annotation or with no points are skipped (their rows
-    of the outputs are simply not used). None if nothing is left."""
-    cols = {k: [] for k in ("i", "x", "y", "u", "v", "point_box", "gt", "est", "index", "segm")}
+def iter_annotated_instances(proposals_with_gt: List[Instances], usable=None
+                             ) -> Iterator[Tuple[int, Any, torch.Tensor, torch.Tensor]]:
+    """(row in the predictor outputs, DensePose data, (1, 4) GT box XYWH, (1, 4) proposal box XYWH) of every
+    proposal with usable ground truth, in the order of the predictor outputs (images one after another).
+    Instances without annotation, with no points or for which `usable(dp)` is False are skipped (their rows
+    are simply not used); both packers of the chart and CSE losses walk the batch with this."""
     row = 0  # row in the predictor outputs
     for inst in proposals_with_gt:
         n = len(inst)
@@ -64,20 +65,26 @@ def pack_chart_annotations(proposals_with_gt: List[Instances]) -> Optional[Packe
         gt = xyxy_to_xywh(_box_tensor(inst.gt_boxes))
         for k in range(n):
             dp = dp_list[k]
-            if dp is not None and len(dp.x) > 0:
-                n_inst = len(cols["gt"])
-                for name in ("i", "x", "y", "u", "v"):
-                    cols[name].append(getattr(dp, name))
-                cols["point_box"].append(torch.full((len(dp.x),), n_inst, dtype=torch.long, device=dp.x.device))
-                cols["gt"].append(gt[k : k + 1].to(dp.x.device))
-                cols["est"].append(est[k : k + 1].to(dp.x.device))
-                cols["index"].append(row)
-                cols["segm"].append(dp.segm)
+            if dp is not None and len(dp.x) > 0 and (usable is None or usable(dp)):
+                yield row, dp, gt[k : k + 1].to(dp.x.device), est[k : k + 1].to(dp.x.device)
             row += 1
+
+
+def pack_chart_annotations(proposals_with_gt: List[Instances]) -> Optional[PackedChartAnnotations]:
+    """Gather the DensePose chart ground truth of the proposals (see `iter_annotated_instances`). None if
+    nothing is left."""
+    cols = {k: [] for k in ("i", "x", "y", "u", "v", "point_box", "gt", "est", "index", "segm")}
+    for row, dp, gt, est in iter_annotated_instances(proposals_with_gt):
+        n_inst = len(cols["gt"])
+        for name in ("i", "x", "y", "u", "v"):
+            cols[name].append(getattr(dp, name))
+        cols["point_box"].append(torch.full((len(dp.x),), n_inst, dtype=torch.long, device=dp.x.device))
+        cols["gt"].append(gt)
+        cols["est"].append(est)
+        cols["index"].append(row)
+        cols["segm"].append(dp.segm)
     if not cols["gt"]:
         return None
-    device = cols["x"][0].device
-    has_all_segm = all(s is not None for s in cols["segm"])
     return PackedChartAnnotations(
         i=torch.cat(cols["i"]).long(),
         x=torch.cat(cols["x"]).float(),
@@ -85,6 +92,15 @@ def pack_chart_annotations(proposals_with_gt: List[Instances]) -> Optional[Packe
         u=torch.cat(cols["u"]).float(),
         v=torch.cat(cols["v"]).float(),
         point_box=torch.cat(cols["point_box"]),
+        **_pack_boxes(cols),
+    )
+
+
+def _pack_boxes(cols) -> dict:
+    """The per-instance fields shared by the chart and CSE packs (box_xywh_gt / _est, box_index, segm)."""
+    device = cols["x"][0].device
+    has_all_segm = all(s is not None for s in cols["segm"])
+    return dict(
         box_xywh_gt=torch.cat(cols["gt"]),
         box_xywh_est=torch.cat(cols["est"]),
         box_index=torch.as_tensor(cols["index"], dtype=torch.long, device=device),
@@ -162,3 +178,20 @@ def resample_segm(segm: torch.Tensor, box_xywh_src: torch.Tensor, box_xywh_dst: 
     grid = torch.stack([gx.expand(n, out_size, out_size), gy.expand(n, out_size, out_size)], dim=3)
     out = F.grid_sample(segm[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)
     return out[:, 0].round().long()
+
+
+def coarse_segm_loss(coarse_segm: torch.Tensor, packed, heatmap_size: int, n_segm_chan: int) -> torch.Tensor:
+    """Cross-entropy of the coarse segmentation logits (N, C, S, S) of the packed instances against their
+    256 x 256 labels resampled onto the proposal boxes (nearest), mean over the cells; 2 channels: person
+    (label > 0) / background. `coarse_segm.sum() * 0` when some instance has no dp_masks (no coarse
+    supervision in this batch). The chart and CSE losses' S term (detectron2's SegmentationLoss)."""
+    if packed.segm is None:
+        return coarse_segm.sum() * 0
+    est = coarse_segm[packed.box_index]
+    with torch.no_grad():
+        gt = resample_segm(packed.segm, packed.box_xywh_gt, packed.box_xywh_est, heatmap_size)
+        if n_segm_chan == 2:
+            gt = (gt > 0).long()
+    if est.shape[-2:] != gt.shape[-2:]:
+        raise ValueError(f"coarse segmentation is {tuple(est.shape[-2:])} but HEATMAP_SIZE is {heatmap_size}")
+    return F.cross_entropy(est, gt)

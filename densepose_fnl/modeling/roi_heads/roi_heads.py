@@ -201,9 +201,10 @@ class DensePoseROIHeads(nn.Module):
 
     def _forward_densepose_train(self, features: List[torch.Tensor], proposals: List[Instances]) -> Dict:
         if self.densepose_losses is None:
+            registered = sorted(name for name, _ in DENSEPOSE_LOSS_REGISTRY)
             raise NotImplementedError(
                 "No DensePose loss is registered for MODEL.ROI_DENSEPOSE_HEAD.LOSS_NAME; training is unavailable "
-                "(the CSE losses, DensePoseCseLoss, are not implemented yet)")
+                f"(registered: {registered}; import densepose_fnl.modeling.losses before build_model)")
         selected = []
         for p in proposals:
             fg = (p.gt_classes >= 0) & (p.gt_classes != self.num_classes)
@@ -218,7 +219,7 @@ class DensePoseROIHeads(nn.Module):
             selected.append(p)
         dp_features = self.densepose_pooler(self._densepose_features(features), [p.proposal_boxes for p in selected])
         outputs = self.densepose_predictor(self.densepose_head(dp_features))
-        return self.densepose_losses(selected, outputs)
+        return self.densepose_losses(selected, outputs, embedder=self.embedder)
 
     def _forward_densepose_inference(self, features: List[torch.Tensor], instances: List[Instances]) -> None:
         outputs = self.densepose_predictor.make_output(
