@@ -106,6 +106,22 @@ def test_param_groups_weight_decay_and_bias_lr():
     assert len(hp) == 8
 
 
+def test_cse_embedder_features_and_embeddings_lr_factors():
+    from densepose_fnl.modeling.densepose.embedder import Embedder, VertexDirectEmbedder, VertexFeatureEmbedder
+
+    cfg = _cfg(BASE_LR=0.5, WEIGHT_DECAY=1e-4, BIAS_LR_FACTOR=2.0)
+    cfg.MODEL.ROI_DENSEPOSE_HEAD.CSE.FEATURES_LR_FACTOR = 0.1
+    cfg.MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDING_LR_FACTOR = 3.0
+    net = _Net()
+    net.embedder = Embedder({"a": VertexFeatureEmbedder(5, 4, 3, train_features=True), "b": VertexDirectEmbedder(6, 3)})
+    hp = {id(p): (g["lr"], g["weight_decay"]) for g in build_optimizer(cfg, net).param_groups for p in g["params"]}
+    e = net.embedder
+    assert hp[id(e.embedder_a.features)] == pytest.approx((0.05, 1e-4))
+    assert hp[id(e.embedder_a.embeddings)] == pytest.approx((1.5, 1e-4))
+    assert hp[id(e.embedder_b.embeddings)] == pytest.approx((1.5, 1e-4))
+    assert hp[id(net.conv.weight)] == (0.5, 1e-4) and hp[id(net.conv.bias)][0] == 1.0  # the rest unchanged
+
+
 def _grads(values):
     ps = [nn.Parameter(torch.zeros(len(v))) for v in values]
     for p, v in zip(ps, values):

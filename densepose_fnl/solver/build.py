@@ -2,7 +2,9 @@
 
 * SGD with SOLVER.MOMENTUM / NESTEROV; weight decay WEIGHT_DECAY, WEIGHT_DECAY_NORM for the parameters of
   normalisation layers (BN, SyncBN, GN, LN, ...), and for the other biases BASE_LR * BIAS_LR_FACTOR and
-  WEIGHT_DECAY_BIAS (detectron2 <= 0.3 precedence: a norm layer's bias counts as a norm parameter).
+  WEIGHT_DECAY_BIAS (detectron2 <= 0.3 precedence: a norm layer's bias counts as a norm parameter); the CSE
+  mesh embedders' parameters named `features` / `embeddings` train at BASE_LR * CSE.FEATURES_LR_FACTOR /
+  EMBEDDING_LR_FACTOR (detectron2 DensePose's trainer).
 * LR(iter) = BASE_LR * warm-up(iter) * GAMMA ** (number of STEPS <= iter), the warm-up ramping linearly
   from WARMUP_FACTOR to 1 over WARMUP_ITERS ("linear") or staying at WARMUP_FACTOR ("constant"); built
   from fvcore param schedulers and applied by `LRMultiplier` (a torch LR scheduler stepped once per
@@ -35,9 +37,11 @@ NORM_MODULE_TYPES = (
 
 
 def get_optimizer_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
-                               bias_lr_factor: float = 1.0, weight_decay_bias: Optional[float] = None
-                               ) -> List[Dict[str, Any]]:
-    """Trainable parameters grouped by (lr, weight_decay), each counted once, in module order."""
+                               bias_lr_factor: float = 1.0, weight_decay_bias: Optional[float] = None,
+                               lr_overrides: Optional[Dict[str, float]] = None) -> List[Dict[str, Any]]:
+    """Trainable parameters grouped by (lr, weight_decay), each counted once, in module order. `lr_overrides`
+    {parameter name within its module: lr} wins over the rules above (detectron2's `overrides`)."""
+    lr_overrides = lr_overrides or {}
     if weight_decay_bias is None:
         weight_decay_bias = weight_decay
     groups: Dict[tuple, List[nn.Parameter]] = {}
@@ -52,14 +56,18 @@ def get_optimizer_param_groups(model: nn.Module, base_lr: float, weight_decay: f
                 wd = weight_decay_norm
             elif name == "bias":
                 lr, wd = base_lr * bias_lr_factor, weight_decay_bias
+            lr = lr_overrides.get(name, lr)
             groups.setdefault((lr, wd), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     s = cfg.SOLVER
+    cse = cfg.MODEL.ROI_DENSEPOSE_HEAD.CSE
+    # the CSE mesh embedders' vertex features / embedding tables (detectron2 DensePose's Trainer.build_optimizer)
+    lr_overrides = {"features": s.BASE_LR * cse.FEATURES_LR_FACTOR, "embeddings": s.BASE_LR * cse.EMBEDDING_LR_FACTOR}
     groups = get_optimizer_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.BIAS_LR_FACTOR,
-                                        s.WEIGHT_DECAY_BIAS)
+                                        s.WEIGHT_DECAY_BIAS, lr_overrides)
     if not groups:
         raise ValueError("The model has no trainable parameters")
     return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
