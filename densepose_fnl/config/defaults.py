@@ -263,7 +263,7 @@ _C.MODEL.ROI_DENSEPOSE_HEAD.UV_CONFIDENCE.TYPE = "iid_iso"
 _C.MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE = CN({"ENABLED": False})
 _C.MODEL.ROI_DENSEPOSE_HEAD.SEGM_CONFIDENCE.EPSILON = 0.01
 # Continuous Surface Embeddings: EMBED_SIZE / EMBEDDERS build the model; the other keys are CSE training's
-# (its loss, DensePoseCseLoss, is not implemented yet: training a CSE model is an error)
+# (DensePoseCseLoss; the cycle losses are not implemented: ENABLED True is an error)
 _C.MODEL.ROI_DENSEPOSE_HEAD.CSE = CN()
 _C.MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBED_SIZE = 16
 _C.MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS = CN(new_allowed=True)
