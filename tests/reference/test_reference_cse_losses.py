@@ -10,6 +10,9 @@ EmbeddingLoss (detectron2's defaults: sigma 0.01, weights 5 / 0.6, 2 coarse chan
 (default sigmas; and other sigmas, 15 coarse channels and other weights). Scenes: everything; one instance
 without dp_masks (both projects drop the S term); only one mesh annotated (the other's term is a zero with its
 graph); no DensePose at all (every term is a zero).
+
+And the whole model: the authors' B-CSE in training mode on one batch (see the second part) gives the same RPN,
+box and CSE losses and gradient norms as theirs from the same weights.
 """
 import json
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from peer import run_peer
+from peer import SHARED_PEER, run_peer
 
 from densepose_fnl.config import get_cfg
 from densepose_fnl.data.meshes import MeshInfo, register_mesh
@@ -181,3 +184,77 @@ def test_cse_loss_terms_and_gradients_equal_detectron2(inputs, reference, case):
             scale = float(g.abs().max())
             err = float((grads[k] - g).abs().max())
             assert err <= 1e-4 * max(scale, 1e-6), f"{case} / {kind}: gradient {k} differs by {err} (max {scale})"
+
+
+# ------------------------------------------------------------------ the whole model in training mode
+# The authors' Mobile Parsing R-CNN B-CSE from random init (embedder features / projection drawn at random, BN
+# calibrated), from the same weights on the same batch: the RPN, box and CSE losses, through the RoI heads'
+# proposal filtering and the embedder, equal detectron2 + DensePoseFnL's; and so do the gradient norms. The hard
+# EmbeddingLoss (the soft one needs SMPL's 3 GB geodesic table, not available offline; it is compared above).
+B_CSE = {"name": "authors_b_cse", "kind": "authors", "randomize_embedders": True,
+         "config": str(SHARED_PEER / "DensePoseFnL" / "configs" / "mobile_parsing_rcnn_b_cse_s3x.yaml"),
+         "opts": ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.WEIGHTS", "",
+                  "MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS.smpl_27554.INIT_FILE", "",
+                  "MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBED_LOSS_NAME", "EmbeddingLoss"]}
+MODEL_LOSS_TERMS = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_densepose_S",
+                    "loss_densepose_Esmpl_27554"}
+
+
+@pytest.fixture(scope="module")
+def model_scene(tmp_path_factory):
+    import cv2
+
+    from densepose_fnl.data.synthetic import render_synthetic_image
+
+    d = tmp_path_factory.mktemp("cse_model_losses")
+    rng = np.random.default_rng(21)
+    image, anns, _ = render_synthetic_image(np.random.default_rng(11), min_size=224, max_size=256)
+    cv2.imwrite(str(d / "synthetic.png"), image)
+    anns = [a for a in anns if a["bbox"][2] >= 8 and a["bbox"][3] >= 8]
+    people = [a for a in anns if "dp_x" in a]
+    assert people
+    for a in people:  # the chart points become CSE ones: random SMPL vertices
+        for k in ("dp_I", "dp_U", "dp_V"):
+            a.pop(k)
+        a["dp_vertex"] = rng.integers(0, 27554, len(a["dp_x"])).tolist()
+        a["ref_model"] = "smpl_27554"
+    scene = [{"image": str(d / "synthetic.png"), "annotations": anns}]
+    spec = {"models": [B_CSE], "scenes": [scene], "seed": 0, "sample_seed": 1234}
+    (d / "spec.json").write_text(json.dumps(spec))
+    return d, scene, spec
+
+
+def test_b_cse_training_losses_and_gradients_equal_the_authors(peer_python, model_scene):
+    from test_reference_losses import _batch
+
+    from densepose_fnl.checkpoint import DensePoseCheckpointer
+    from densepose_fnl.config import load_config
+    from densepose_fnl.modeling import build_model
+
+    d, scene, spec = model_scene
+    run_peer("losses_reference.py", d / "spec.json", d, python=peer_python, timeout=900)
+    ref = torch.load(d / "authors_b_cse_losses.pth", weights_only=False)
+    want = ref["scenes"][0]
+    weights = str(d / "authors_b_cse.pth")
+    cfg = load_config(B_CSE["config"], B_CSE["opts"] + ["MODEL.WEIGHTS", weights])
+    model = build_model(cfg)
+    DensePoseCheckpointer(model).load(weights)  # strict: the random features buffer comes from the peer's file
+    model.train()
+    torch.manual_seed(spec["sample_seed"])  # the RPN / RoI sampling draws as the peer's (test_reference_losses)
+    losses = model(_batch(scene))
+    assert set(losses) == set(want["losses"]) == MODEL_LOSS_TERMS, (sorted(losses), sorted(want["losses"]))
+    bad = {k: (float(losses[k].detach()), v) for k, v in want["losses"].items()
+           if not abs(float(losses[k].detach()) - v) <= 1e-6 + 1e-5 * abs(v)}
+    assert not bad, f"loss terms differ (ours, the authors'): {bad}"
+    assert all(v > 0 for v in want["losses"].values()), want["losses"]  # every term is live
+    sum(losses.values()).backward()
+    grads = {k: p.grad.double() for k, p in model.named_parameters() if p.grad is not None}
+    assert "roi_heads.embedder.embedder_smpl_27554.embeddings" in grads
+    only_ref = {k for k in set(want["grad_norms"]) - set(grads) if want["grad_norms"][k] != 0.0}
+    assert not only_ref and set(grads) <= set(want["grad_norms"]), sorted(only_ref)
+    # in aggregate, as test_reference_losses (ReLU flips near zero move single conv gradients by ~1e-3)
+    drift = sum(abs(float(g.norm()) - want["grad_norms"][k]) for k, g in grads.items()) / sum(
+        want["grad_norms"].values())
+    assert drift <= 5e-3, f"gradient norms differ by {drift:.2e} in total"
+    e = "roi_heads.embedder.embedder_smpl_27554.embeddings"
+    assert float(grads[e].norm()) == pytest.approx(want["grad_norms"][e], rel=1e-3)

@@ -1,10 +1,10 @@
 """Peer side of test_reference_losses (reference venv): detectron2's training losses on a given batch.
 
 usage: losses_reference.py SPEC.json OUT_DIR
-SPEC: {"models": [{"name", "kind", "config", "opts", "full_grads": bool}], "scenes": [[{"image": path,
-       "annotations": [COCO-DensePose annotation dicts: bbox (XYWH), optional dp_x / dp_y / dp_I / dp_U / dp_V /
-       dp_masks]}]], "seed": int, "sample_seed": int}
-Per model: random init (torch seed), BN calibrated on the first image (peer_models.calibrate), state dict saved
+SPEC: {"models": [{"name", "kind", "config", "opts", "full_grads": bool, "randomize_embedders": bool}],
+       "scenes": [[{"image": path, "annotations": [COCO-DensePose annotation dicts: bbox (XYWH), optional dp_x /
+       dp_y / dp_I / dp_U / dp_V / dp_vertex / ref_model / dp_masks]}]], "seed": int, "sample_seed": int}
+Per model: random init (torch seed), CSE mesh embedders drawn at random if asked (cse_reference), BN calibrated on the first image (peer_models.calibrate), state dict saved
 as OUT_DIR/<name>.pth; the lr / weight decay / momentum / nesterov of every parameter in detectron2's
 build_optimizer(cfg, model); then, from the saved weights, for each scene in training mode as one batch (no
 resizing, no flip: the images go in as they are, the ground truth as detectron2's mapper would make it: Boxes,
@@ -59,6 +59,10 @@ for m in spec["models"]:
     torch.manual_seed(spec["seed"])
     cfg = make_cfg(m)
     model = build_model(cfg)
+    if m.get("randomize_embedders"):  # CSE: non-trivial vertex embeddings (zeros without INIT_FILE)
+        from cse_reference import randomize_embedders
+
+        randomize_embedders(model.roi_heads.embedder, spec["seed"])
     n = calibrate(model, cv2.imread(spec["scenes"][0][0]["image"]))
     start = {k: v.clone() for k, v in model.state_dict().items()}
     torch.save({"model": start}, os.path.join(out_dir, f"{m['name']}.pth"))
