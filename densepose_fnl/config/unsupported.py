@@ -3,8 +3,8 @@ implement: each must keep its default, and a non-default value is a ConfigError 
 
 Keys of features that are off by a switch which itself errors when turned on are not listed: they are read
 when their feature is (CSE: EMBED_SIZE / EMBEDDERS build a CSE model, the loss keys are read by its loss,
-DensePoseCseLoss, whose unimplemented cycle losses error when ENABLED). (Chart confidences, UV_CONFIDENCE / SEGM_CONFIDENCE, are
-supported: their keys are read.) `tests/test_config_keys.py` walks every default
+DensePoseCseLoss, whose unimplemented cycle losses error when ENABLED). (Chart confidences, UV_CONFIDENCE /
+SEGM_CONFIDENCE, are supported: their keys are read.) `tests/test_config_keys.py` walks every default
 key and proves it is read by the code or listed here."""
 from typing import Any, Dict, Iterator, Tuple
 

@@ -86,7 +86,8 @@ def _scene(rng, kind, num_vertices):
     images = [
         # image 1: body (proposal = GT shifted), a proposal without DensePose, the small mesh
         {"image_size": (200, 240),
-         "gt_boxes": torch.tensor([[20.0, 30.0, 120.0, 190.0], [130.0, 10.0, 200.0, 100.0], [140.0, 60.0, 230.0, 195.0]]),
+         "gt_boxes": torch.tensor([[20.0, 30.0, 120.0, 190.0], [130.0, 10.0, 200.0, 100.0],
+                                   [140.0, 60.0, 230.0, 195.0]]),
          "proposal_boxes": torch.tensor([[25.0, 22.0, 118.0, 185.0], [128.0, 12.0, 205.0, 98.0],
                                          [138.5, 58.25, 231.0, 190.5]]),
          "annotations": [ann(body, 60), None, ann(small, 40, masks=kind != "one_without_masks")]},

@@ -4,7 +4,8 @@ usage: losses_reference.py SPEC.json OUT_DIR
 SPEC: {"models": [{"name", "kind", "config", "opts", "full_grads": bool, "randomize_embedders": bool}],
        "scenes": [[{"image": path, "annotations": [COCO-DensePose annotation dicts: bbox (XYWH), optional dp_x /
        dp_y / dp_I / dp_U / dp_V / dp_vertex / ref_model / dp_masks]}]], "seed": int, "sample_seed": int}
-Per model: random init (torch seed), CSE mesh embedders drawn at random if asked (cse_reference), BN calibrated on the first image (peer_models.calibrate), state dict saved
+Per model: random init (torch seed), CSE mesh embedders drawn at random if asked (cse_reference), BN calibrated
+on the first image (peer_models.calibrate), state dict saved
 as OUT_DIR/<name>.pth; the lr / weight decay / momentum / nesterov of every parameter in detectron2's
 build_optimizer(cfg, model); then, from the saved weights, for each scene in training mode as one batch (no
 resizing, no flip: the images go in as they are, the ground truth as detectron2's mapper would make it: Boxes,
