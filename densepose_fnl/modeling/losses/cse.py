@@ -194,10 +194,6 @@ class DensePoseCseLoss:
                    n_segm_chan=h.NUM_COARSE_SEGM_CHANNELS,
                    embed_loss=EMBED_LOSS_NAMES[cse.EMBED_LOSS_NAME].from_config(cfg))
 
-    @staticmethod
-    def loss_names(embedder: nn.Module) -> List[str]:
-        return ["loss_densepose_S"] + [f"loss_densepose_E{m}" for m in embedder.mesh_names]
-
     def fake_losses(self, outputs: Any, embedder: nn.Module) -> Dict[str, torch.Tensor]:
         losses = {"loss_densepose_S": outputs.coarse_segm.sum() * 0}
         for mesh_name, value in self.embed_loss.fake_values(outputs.embedding, embedder).items():
