@@ -1,7 +1,8 @@
 """The evaluator of a dataset from the config (detectron2's `DefaultTrainer.build_evaluator`)."""
+import json
 import logging
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from .eval_data import EvalDataMissingError, check_eval_data, resolve_eval_data_dir
 from .evaluator import DensePoseCOCOEvaluator
@@ -10,13 +11,15 @@ from .synthetic_mesh import ensure_synthetic_eval_data
 logger = logging.getLogger(__name__)
 
 
-def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None) -> DensePoseCOCOEvaluator:
+def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None,
+                    image_ids: Optional[Sequence[int]] = None) -> DensePoseCOCOEvaluator:
     """Box AP, and with MODEL.DENSEPOSE_ON the DensePose AP, of `dataset_name` against its annotation file.
 
     TYPE cse scores embeddings on the GT's meshes (DATASETS.MESH_DATA_DIR; the model's embedder is picked
     up by inference_on_dataset). The chart DensePose AP needs the official eval files (DENSEPOSE_EVALUATION.EVAL_DATA_DIR); the synthetic sets
     fall back to the synthetic body mesh's files (written once beside the set), other sets to box AP only
-    (a warning)."""
+    (a warning). image_ids: score only these images (the annotation file restricted to them, e.g. the
+    benchmark's subsets of images with at most N people)."""
     from ..data import MetadataCatalog
 
     from ..data.meshes import set_mesh_data_dir
@@ -51,6 +54,13 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
                 do_dp = False
     output_folder = output_folder or (os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
                                       if cfg.OUTPUT_DIR else None)
-    return DensePoseCOCOEvaluator(json_file, eval_dir, output_folder,
+    gt = json_file
+    if image_ids is not None:
+        keep = set(image_ids)
+        with open(json_file) as f:
+            gt = json.load(f)
+        gt["images"] = [im for im in gt["images"] if im["id"] in keep]
+        gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in keep]
+    return DensePoseCOCOEvaluator(gt, eval_dir, output_folder,
                                   min_iou_threshold=cfg.DENSEPOSE_EVALUATION.MIN_IOU_THRESHOLD,
                                   evaluate_densepose=do_dp, evaluator_type=e.TYPE)
