@@ -344,10 +344,21 @@ def _input_format(config_file, opts) -> str:
     return load_config(config_file, opts).INPUT.FORMAT
 
 
+def _json_safe(v):
+    """NaN (COCO's "no ground truth of that size") -> null, so that the file is standard JSON."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
 def _write_json(result, path) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(_json_safe(result), f, indent=1, allow_nan=False)
 
 
 def plot(rows, path, machine, people):
@@ -506,7 +517,7 @@ def run_dataset(args) -> dict:
 # ------------------------------------------------------------------------------ tables and the frontier plot
 
 def _ap(row, task, metric="AP") -> str:
-    v = row.get("results", {}).get(task, {}).get(metric)
+    v = row.get("results", {}).get(task, {}).get(metric)  # -1 / -100 / NaN: nothing to score
     return "-" if v is None or v < 0 or v != v else f"{v:.1f}"
 
 
