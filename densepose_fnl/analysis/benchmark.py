@@ -460,8 +460,9 @@ def run_dataset(args) -> dict:
         entries, _ = prepare_config(c, args, calib, log, opts=dataset_opts(args, args.sizes[0]), flops=False,
                                     calib_tag=f"dataset={name}:{[d['image_id'] for d in dicts[:CALIB_IMAGES]]}")
         jobs += [(e, s, mappers[s]) for s in args.sizes for e in entries.values()]
-    # "all" is the evaluator of the dataset as train_net builds it; the subsets restrict its ground truth
-    evaluators = {(j, sub): build_evaluator(e.cfg, name, image_ids=None if sub == "all" else ids)
+    # the evaluator train_net builds, its ground truth restricted to the images run ("all": every image, or
+    # the first --max-images) or to a max-people subset
+    evaluators = {(j, sub): build_evaluator(e.cfg, name, image_ids=ids)
                   for j, (e, _, _) in enumerate(jobs) for sub, ids in subsets.items() if ids}
     members = {sub: set(ids) for sub, ids in subsets.items()}
     for e, s, mapper in jobs:

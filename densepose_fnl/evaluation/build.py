@@ -1,4 +1,5 @@
 """The evaluator of a dataset from the config (detectron2's `DefaultTrainer.build_evaluator`)."""
+import functools
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None,
     up by inference_on_dataset). The chart DensePose AP needs the official eval files (DENSEPOSE_EVALUATION.EVAL_DATA_DIR); the synthetic sets
     fall back to the synthetic body mesh's files (written once beside the set), other sets to box AP only
     (a warning). image_ids: score only these images (the annotation file restricted to them, e.g. the
-    benchmark's subsets of images with at most N people)."""
+    benchmark's subsets of images with at most N people; one ground truth object per subset is shared by
+    the evaluators that ask for it)."""
     from ..data import MetadataCatalog
 
     from ..data.meshes import set_mesh_data_dir
@@ -56,11 +58,20 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None,
                                       if cfg.OUTPUT_DIR else None)
     gt = json_file
     if image_ids is not None:
-        keep = set(image_ids)
-        with open(json_file) as f:
-            gt = json.load(f)
-        gt["images"] = [im for im in gt["images"] if im["id"] in keep]
-        gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in keep]
+        gt = _restricted_ground_truth(json_file, os.path.getmtime(json_file), frozenset(image_ids))
     return DensePoseCOCOEvaluator(gt, eval_dir, output_folder,
                                   min_iou_threshold=cfg.DENSEPOSE_EVALUATION.MIN_IOU_THRESHOLD,
                                   evaluate_densepose=do_dp, evaluator_type=e.TYPE)
+
+
+@functools.lru_cache(maxsize=8)
+def _restricted_ground_truth(json_file: str, mtime: float, keep: frozenset):
+    """The annotation file's images and annotations of the ids in `keep`, as a COCO object (read-only for
+    the evaluators; the benchmark's (runtime, size) jobs share one per subset instead of a copy each)."""
+    from .evaluator import load_coco
+
+    with open(json_file) as f:
+        gt = json.load(f)
+    gt["images"] = [im for im in gt["images"] if im["id"] in keep]
+    gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in keep]
+    return load_coco(gt)
