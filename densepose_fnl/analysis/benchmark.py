@@ -589,8 +589,8 @@ def plot_frontier(rows, path, title) -> None:
     for ax, (task, label) in zip(axes, (("densepose_gps", "DensePose GPS AP"), ("bbox", "box AP"))):
         everything = []
         for key in sorted({(r["config"], r["runtime"]) for r in full}):
-            pts = sorted((r["fps"], r["results"].get(task, {}).get("AP", float("nan")), r["size"])
-                         for r in full if (r["config"], r["runtime"]) == key)
+            pts = sorted(((r["fps"], r["results"].get(task, {}).get("AP", float("nan")), r["size"])
+                          for r in full if (r["config"], r["runtime"]) == key), key=lambda p: p[2])  # by size
             pts = [(f, max(a, 0.0), s) for f, a, s in pts if a == a]  # -1 (nothing detected) drawn at 0
             if not pts:
                 continue
