@@ -18,20 +18,32 @@ frame for videos), readable with `torch.load(path, weights_only=True)` and no de
          },
          ...]}
 
-Back to densepose_fnl structures: DensePoseChartResult(labels=dp["labels"].long(), uv=dp["uv"]).
+CSE models (DensePoseEmbeddingPredictorOutput) give per person instead:
+
+         {"mesh_name": str,                # the mesh of the predicted class
+          "vertices": IntTensor (h, w),    # int32 closest mesh vertex (0-based), -1 = background
+          "embedding": FloatTensor (D, S, S),    # the predictor's embedding map (box-relative, S x S)
+          "coarse_segm": FloatTensor (K, S, S),  # its coarse segmentation logits
+          # SMPL with the chart files (postprocess.cse.VertexChartMap): "labels", "uv" as above
+         }
+
+Back to densepose_fnl structures: DensePoseChartResult(labels=dp["labels"].long(), uv=dp["uv"]);
+DensePoseEmbeddingResult(vertices=dp["vertices"].long(), mesh_name=dp["mesh_name"], ...).
 """
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..structures import DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput
+from ..structures import DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput, DensePoseEmbeddingResult
 from .charts import densepose_chart_results
 
 
-def extract_results(instances, min_score: Optional[float]) -> Tuple[torch.Tensor, torch.Tensor, List[Any]]:
-    """Instances -> (boxes (N, 4) float, scores (N,), list of N DensePoseChartResult) on the CPU, keeping
-    the detections scoring at least `min_score` (all with None)."""
+def extract_results(instances, min_score: Optional[float], cse=None) -> Tuple[torch.Tensor, torch.Tensor, List[Any]]:
+    """Instances -> (boxes (N, 4) float, scores (N,), list of N per-person results) on the CPU, keeping
+    the detections scoring at least `min_score` (all with None). Chart outputs give DensePoseChartResult;
+    CSE outputs give DensePoseEmbeddingResult through `cse` (a `postprocess.cse.CseResultsConverter`),
+    computed for the kept detections only."""
     fields = instances.get_fields() if hasattr(instances, "get_fields") else {}
     boxes = fields.get("pred_boxes")
     if boxes is None:
@@ -43,18 +55,25 @@ def extract_results(instances, min_score: Optional[float]) -> Tuple[torch.Tensor
     dp = fields.get("pred_densepose")
     if dp is None:
         raise RuntimeError("the model output has no pred_densepose")
-    if isinstance(dp, DensePoseEmbeddingPredictorOutput):
-        raise NotImplementedError("per-person results of CSE models (embeddings -> mesh vertices) are not supported "
-                                  "by apply_net dump / show yet; chart models are")
-    if isinstance(dp, DensePoseChartPredictorOutput):
-        results = densepose_chart_results(boxes, dp.to("cpu"))
-    else:  # already per-person chart results
-        results = [r.to("cpu") for r in dp]
+    classes = fields.get("pred_classes")
+    keep = list(range(len(scores)))
     if min_score is not None:
-        keep = [k for k in range(len(scores)) if float(scores[k]) >= min_score]
-        if len(keep) != len(scores):
-            idx = torch.tensor(keep, dtype=torch.long)
-            boxes, scores, results = boxes[idx], scores[idx], [results[k] for k in keep]
+        keep = [k for k in keep if float(scores[k]) >= min_score]
+    if len(keep) != len(scores):
+        idx = torch.tensor(keep, dtype=torch.long)
+        boxes, scores = boxes[idx], scores[idx]
+        dp = dp[idx] if isinstance(dp, (DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput)) else [
+            dp[k] for k in keep]
+        classes = None if classes is None else torch.as_tensor(classes)[idx]
+    if isinstance(dp, DensePoseEmbeddingPredictorOutput):
+        if cse is None:
+            raise ValueError("CSE outputs (embeddings) need the mesh's vertex embeddings to become per-person "
+                             "results: pass cse=CseResultsConverter(...) (densepose_fnl.postprocess.cse)")
+        results = cse(boxes, dp.to("cpu"), None if classes is None else torch.as_tensor(classes).cpu())
+    elif isinstance(dp, DensePoseChartPredictorOutput):
+        results = densepose_chart_results(boxes, dp.to("cpu"))
+    else:  # already per-person results
+        results = [r.to("cpu") for r in dp]
     return boxes, scores, results
 
 
@@ -67,11 +86,24 @@ def dump_entry(file_name: str, image_size: Tuple[int, int], boxes: torch.Tensor,
     entry["image_size"] = (int(image_size[0]), int(image_size[1]))
     entry["scores"] = scores.clone()
     entry["pred_boxes_XYXY"] = boxes.clone()
-    entry["pred_densepose"] = [
-        {"labels": r.labels.to(torch.uint8).clone(), "uv": r.uv.float().clone(),
-         **{name: c.float().clone() for name, c in r.confidences().items()}} for r in results
-    ]
+    entry["pred_densepose"] = [_person_entry(r) for r in results]
     return entry
+
+
+def _person_entry(r) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if isinstance(r, DensePoseEmbeddingResult):
+        out["mesh_name"] = r.mesh_name
+        out["vertices"] = r.vertices.to(torch.int32).clone()
+        for name in ("embedding", "coarse_segm"):
+            if getattr(r, name) is not None:
+                out[name] = getattr(r, name).float().clone()
+        if not r.has_charts:
+            return out
+    out["labels"] = r.labels.to(torch.uint8).clone()
+    out["uv"] = r.uv.float().clone()
+    out.update({name: c.float().clone() for name, c in r.confidences().items()})
+    return out
 
 
 def save_dump(entries: List[Dict[str, Any]], path: str) -> None:

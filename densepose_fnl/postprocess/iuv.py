@@ -74,6 +74,9 @@ def compose_iuv_image(
     for rank, k in enumerate(order):
         if scores_np[k] < score_threshold:
             continue
+        if getattr(results[k], "labels", None) is None:
+            raise ValueError(f"IUV images need chart results (I, U, V); person {k} has none (a CSE result of a "
+                             f"mesh without charts: {getattr(results[k], 'mesh_name', '?')})")
         labels = _as_numpy(results[k].labels).astype(np.float64)
         uv = _as_numpy(results[k].uv).astype(np.float64)
         h, w = labels.shape

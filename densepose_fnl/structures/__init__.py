@@ -5,10 +5,11 @@ from .densepose_outputs import (
     DensePoseChartResult,
     DensePoseChartResultWithConfidences,
     DensePoseEmbeddingPredictorOutput,
+    DensePoseEmbeddingResult,
 )
 from .instances import Instances
 from .shape_spec import ShapeSpec
 
 __all__ = ["CONFIDENCE_NAMES", "DensePoseChartPredictorOutput", "DensePoseChartPredictorOutputWithConfidences",
            "DensePoseChartResult", "DensePoseChartResultWithConfidences",
-           "DensePoseEmbeddingPredictorOutput", "Instances", "ShapeSpec"]
+           "DensePoseEmbeddingPredictorOutput", "DensePoseEmbeddingResult", "Instances", "ShapeSpec"]

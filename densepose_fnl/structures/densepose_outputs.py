@@ -147,6 +147,41 @@ class DensePoseChartResultWithConfidences(DensePoseChartResult):
     coarse_segm_confidence: Optional[torch.Tensor] = None
 
 
+@dataclass
+class DensePoseEmbeddingResult:
+    """One person's continuous-surface-embedding (CSE) result over its box (H, W as a chart result's).
+
+    vertices:    (H, W) int64 the pixel's closest mesh vertex (0-based), -1 on the background
+                 (`postprocess.closest_vertices`: detectron2's resampling, distance and masking)
+    mesh_name:   the mesh the vertices index (DATASETS.CLASS_TO_MESH_NAME_MAPPING of the predicted class)
+    embedding:   (D, S, S) float32 the predictor's embedding map of the person, box-relative at the
+                 predictor's resolution (bilinearly resized to (H, W) it is the per-pixel embedding; kept
+                 small on purpose: D x H x W floats per person would dominate a dump)
+    coarse_segm: (K, S, S) float32 the coarse segmentation logits (argmax 0 = background)
+    labels, uv:  optional DensePose chart (I, U, V) of each pixel's vertex, as a chart result's
+                 (`postprocess.cse.VertexChartMap`: SMPL through the official subdivision files), else None
+    """
+
+    vertices: torch.Tensor
+    mesh_name: str
+    embedding: Optional[torch.Tensor] = None
+    coarse_segm: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
+    uv: Optional[torch.Tensor] = None
+
+    def to(self, device) -> "DensePoseEmbeddingResult":
+        moved = {f.name: _apply(getattr(self, f.name), lambda t: t.to(device)) for f in fields(self)
+                 if f.name != "mesh_name"}
+        return type(self)(mesh_name=self.mesh_name, **moved)
+
+    @property
+    def has_charts(self) -> bool:
+        return self.labels is not None and self.uv is not None
+
+    def confidences(self) -> Dict[str, torch.Tensor]:
+        return {}
+
+
 def uv_sigma(raw_sigma_2: torch.Tensor, epsilon: float = 0.01) -> torch.Tensor:
     """The UV standard deviation sigma (in chart units) from the raw sigma_2 estimate: the loss models the
     variance as softplus(raw) + epsilon (detectron2's IIDIsotropicGaussianUVLoss), sigma is its root."""

@@ -57,18 +57,29 @@ def person_regions(
     if len(boxes) != len(results):
         raise ValueError(f"{len(boxes)} boxes but {len(results)} DensePose results")
     for k, result in enumerate(results):
+        if getattr(result, "labels", None) is None or getattr(result, "uv", None) is None:
+            raise ValueError(f"chart visualizers need chart results (I, U, V); person {k} has none (a CSE result "
+                             f"of mesh '{getattr(result, 'mesh_name', '?')}' without charts: use dp_vertex / "
+                             "dp_cse_texture, or the SMPL chart files)")
         labels = as_numpy(result.labels).astype(np.int64)
         uv = as_numpy(result.uv).astype(np.float32)
-        h, w = labels.shape
-        x0, y0 = int(boxes[k, 0]), int(boxes[k, 1])
-        ys, xs = max(y0, 0), max(x0, 0)
-        ye, xe = min(y0 + h, height), min(x0 + w, width)
-        if ye <= ys or xe <= xs:
+        crop = crop_to_image(height, width, boxes[k], labels.shape)
+        if crop is None:
             continue
-        sy, sx = slice(ys - y0, ye - y0), slice(xs - x0, xe - x0)
-        yield PersonRegion(
-            k, slice(ys, ye), slice(xs, xe), labels[sy, sx], np.clip(uv[0][sy, sx], 0, 1), np.clip(uv[1][sy, sx], 0, 1)
-        )
+        (ys, xs), (sy, sx) = crop
+        yield PersonRegion(k, ys, xs, labels[sy, sx], np.clip(uv[0][sy, sx], 0, 1), np.clip(uv[1][sy, sx], 0, 1))
+
+
+def crop_to_image(height: int, width: int, box_xyxy, hw):
+    """A person's (h, w) map placed at its truncated box corner, cropped to the image: ((image ys, xs),
+    (map ys, xs)) slices, or None when nothing of it is inside."""
+    h, w = int(hw[0]), int(hw[1])
+    x0, y0 = int(box_xyxy[0]), int(box_xyxy[1])
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + h, height), min(x0 + w, width)
+    if ye <= ys or xe <= xs:
+        return None
+    return (slice(ys, ye), slice(xs, xe)), (slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))
 
 
 def colorize(values_0_255: np.ndarray, cmap: int = cv2.COLORMAP_PARULA) -> np.ndarray:
@@ -91,7 +102,10 @@ def blend_masked(image: np.ndarray, region: PersonRegion, overlay_bgr: np.ndarra
 
 
 class Visualizer:
-    """Base class; subclasses implement `draw(image, boxes, results, scores)` in place on a copy."""
+    """Base class; subclasses implement `draw(image, boxes, results, scores)` in place on a copy.
+    `needs_charts`: whether it reads chart results (labels / uv); CSE results have them only for SMPL."""
+
+    needs_charts = True
 
     def visualize(self, image_bgr: np.ndarray, boxes_xyxy, results, scores: Optional[Sequence[float]] = None) -> np.ndarray:
         check_image(image_bgr)
@@ -125,6 +139,10 @@ class CompoundVisualizer(Visualizer):
 
     def __init__(self, visualizers: Sequence[Visualizer]):
         self.visualizers = list(visualizers)
+
+    @property
+    def needs_charts(self) -> bool:
+        return any(v.needs_charts for v in self.visualizers)
 
     def visualize(self, image_bgr, boxes_xyxy, results, scores=None) -> np.ndarray:
         check_image(image_bgr)

@@ -9,6 +9,8 @@ LIGHT_GRAY = (218, 227, 218)
 
 
 class BoundingBoxVisualizer(Visualizer):
+    needs_charts = False
+
     def __init__(self, color=GREEN, thickness: int = 2, show_score: bool = True, font_scale: float = 0.5):
         self.color = tuple(int(c) for c in color)
         self.thickness = int(thickness)
