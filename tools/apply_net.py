@@ -27,6 +27,9 @@ show: VISUALIZATIONS is a comma-separated list of bbox, dp_segm, dp_u, dp_v, dp_
 dp_iuv_texture (needs `--texture_atlas FILE`, a 4 x 6 tile atlas such as DensePose's
 texture_from_SURREAL.png), dp_uv_confidence (models with UV confidences, e.g. B-WC2M: the per-pixel UV
 standard deviation as a heat map over each person, with a colour bar; see densepose_fnl.vis.uv_confidence),
+dp_vertex (CSE models: each pixel's closest mesh vertex coloured as detectron2's dp_vertex; SMPL reads
+detectron2's mds_d=256.npy from the mesh data directory), dp_cse_texture (CSE models: needs
+`--texture_atlases_map '{"<mesh name>": "<texture image>"}'`, looked up at the mesh's texcoords),
 drawn left to right on the grey picture (`--background color` keeps the
 colours). One input: written to `--output` exactly (default outputres.png); several inputs: one file
 per input named `<output stem>.<NNNN><ext>` (NNNN = the input's 1-based position). A video input is
@@ -34,12 +37,19 @@ written as an MP4 (mp4v) with the same frame count and frame rate (`.mp4` replac
 
 dump: `--output FILE` (default results.pkl) is written with `torch.save`: a list with one dict of plain
 tensors per image (per frame for videos): file_name, [frame_index,] image_size, scores, pred_boxes_XYXY and
-pred_densepose (per person: labels, uv [, confidences]); the format is documented in
+pred_densepose (per person: labels, uv [, confidences]; CSE models: mesh_name, vertices, embedding,
+coarse_segm [, labels, uv]); the format is documented in
 `densepose_fnl.postprocess.dump` (read it with `torch.load(path, weights_only=True)` or `load_dump`).
 `--iuv-dir DIR` also writes `<stem>_IUV.png` and `<stem>_INDS.png` per image (`<stem>_<frame:06d>_...`
 per video frame) in the original DensePose (Detectron1 infer_simple) convention, see
 `densepose_fnl.postprocess.iuv` (all kept detections are drawn; INDS = rank in ascending score order
 + `--iuv-index-offset`, so by default the lowest-scoring person is 0 there).
+
+CSE models (DensePoseEmbeddingPredictor): each person's closest mesh vertex per pixel comes from the model's
+vertex embeddings (`densepose_fnl.postprocess.cse`); for SMPL (smpl_27554) the vertices become chart
+I, U, V through the official SMPL_subdiv.mat / SMPL_SUBDIV_TRANSFORM.mat of DENSEPOSE_EVALUATION.EVAL_DATA_DIR
+($DENSEPOSE_EVAL_DATA), so `--iuv-dir` and the chart visualizers work too (a missing file is a one-line
+error naming it; a plain dump then just has no labels / uv).
 
 A bad input (missing file, unreadable or corrupt image, unreadable video, unsupported extension) is
 reported on one line ("apply_net: error: <path>: <reason>") and skipped; the others are processed.
@@ -67,9 +77,10 @@ except ImportError:  # run from a checkout without installing
 
 from densepose_fnl.config import ConfigError, load_config  # noqa: E402
 from densepose_fnl.data.image_io import ImageReadError, read_image  # noqa: E402
+from densepose_fnl.postprocess.cse import CseResultsConverter, is_cse_config, predictor_vertex_embeddings  # noqa: E402
 from densepose_fnl.postprocess.dump import dump_entry, extract_results, save_dump  # noqa: E402
 from densepose_fnl.postprocess.iuv import compose_iuv_image, write_iuv_images  # noqa: E402
-from densepose_fnl.vis import VISUALIZERS, build_visualizer, load_texture_atlas  # noqa: E402
+from densepose_fnl.vis import VISUALIZERS, build_visualizer, load_texture_atlas, load_texture_atlases  # noqa: E402
 
 logger = logging.getLogger("apply_net")
 
@@ -187,6 +198,8 @@ class DumpAction:
     def __init__(self, args, n_inputs: int):
         self.args = args
         self.entries: List[Dict[str, Any]] = []
+        # CSE: IUV images need the vertices' charts; a plain dump adds them where available
+        self.cse_charts = "required" if args.iuv_dir else "auto"
 
     def on_image(self, index: int, path: str, image: np.ndarray, boxes, scores, results, frame: Optional[int] = None):
         self.entries.append(dump_entry(path, image.shape[:2], boxes, scores, results, frame))
@@ -216,7 +229,9 @@ class ShowAction:
         self.n_inputs = n_inputs
         atlas = load_texture_atlas(args.texture_atlas) if args.texture_atlas else None
         self.visualizer = build_visualizer(args.visualizations, texture_atlas=atlas,
-                                           uv_confidence_epsilon=getattr(args, "uv_confidence_epsilon", 0.01))
+                                           uv_confidence_epsilon=getattr(args, "uv_confidence_epsilon", 0.01),
+                                           texture_atlases=load_texture_atlases(args.texture_atlases_map))
+        self.cse_charts = "required" if self.visualizer.needs_charts else "none"
         self.writer = None
         self.video_out = None
 
@@ -303,6 +318,9 @@ def create_argument_parser() -> argparse.ArgumentParser:
     show.add_argument("--min_score", metavar="<score>", default=0.8, type=float, help="Minimum detection score to visualize")
     show.add_argument("--texture_atlas", metavar="<texture_atlas>", default=None,
                       help="Texture atlas file (for IUV texture transfer)")
+    show.add_argument("--texture_atlases_map", metavar="<texture_atlases_map>", default=None,
+                      help='JSON string of a dict containing texture atlas files for each mesh (dp_cse_texture), '
+                           'e.g. \'{"smpl_27554": "smpl_uvSnapshot_colors.jpg"}\'')
     show.add_argument("--background", choices=["gray", "color"], default="gray",
                       help="Draw on the grey (default, as detectron2) or on the colour picture")
     for p in (dump, show):
@@ -335,7 +353,7 @@ def setup_config(args):
     return cfg
 
 
-def process_input(index: int, path: str, predictor, action, min_score) -> None:
+def process_input(index: int, path: str, predictor, action, min_score, cse=None) -> None:
     kind = input_kind(path)
     if kind == "unsupported":
         if not os.path.lexists(path):
@@ -346,7 +364,7 @@ def process_input(index: int, path: str, predictor, action, min_score) -> None:
         image = read_bgr_image(path)
         with torch.no_grad():
             instances = predictor(image)["instances"]
-        action.on_image(index, path, image, *extract_results(instances, min_score))
+        action.on_image(index, path, image, *extract_results(instances, min_score, cse))
         return
     cap = open_video(path)
     try:
@@ -362,7 +380,7 @@ def process_input(index: int, path: str, predictor, action, min_score) -> None:
                     action.start_video(index, path, cap)
                 with torch.no_grad():
                     instances = predictor(frame)["instances"]
-                action.on_image(index, path, frame, *extract_results(instances, min_score), frame=frame_idx)
+                action.on_image(index, path, frame, *extract_results(instances, min_score, cse), frame=frame_idx)
                 frame_idx += 1
                 bar.update(1)
         finally:
@@ -412,7 +430,7 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
         return 1
     try:
         action = (DumpAction if args.command == "dump" else ShowAction)(args, len(paths))
-    except ValueError as e:  # unknown visualizer, unusable texture atlas
+    except ValueError as e:  # unknown visualizer, unusable texture atlas (map)
         print(f"apply_net: error: {e}", file=sys.stderr)
         return 1
     problem = model_file_problem(args.model, args.runtime)
@@ -432,11 +450,20 @@ def main(argv: Optional[List[str]] = None, predictor_factory: Optional[Callable]
         print(f"apply_net: error: cannot build the model from {args.cfg} and {args.model}: {e}", file=sys.stderr)
         return 1
 
+    cse = None
+    if is_cse_config(cfg):
+        try:  # before any image: a missing mesh / chart file or a predictor without vertex embeddings
+            cse = CseResultsConverter.from_config(cfg, predictor_vertex_embeddings(predictor), charts=action.cse_charts)
+            cse.check_charts()
+        except (OSError, ValueError, KeyError) as e:
+            print(f"apply_net: error: {e}", file=sys.stderr)
+            return 1
+
     min_score = args.min_score
     failed = 0
     for index, path in enumerate(tqdm(paths, desc=args.command, unit="input", position=0)):
         try:
-            process_input(index, path, predictor, action, min_score)
+            process_input(index, path, predictor, action, min_score, cse)
         except InputError as e:
             report(path, str(e))
             failed += 1

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["CHART_MESH_NAMES", "ChartFileMissingError", "CseResultsConverter", "VertexChartMap", "closest_vertices",
-           "predictor_vertex_embeddings", "squared_euclidean_distance_matrix"]
+           "is_cse_config", "predictor_vertex_embeddings", "squared_euclidean_distance_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,11 @@ class CseResultsConverter:
     @classmethod
     def from_config(cls, cfg, vertex_embeddings: Callable[[str], torch.Tensor], charts: str = "auto",
                     **kwargs) -> "CseResultsConverter":
+        """DATASETS.CLASS_TO_MESH_NAME_MAPPING, DENSEPOSE_EVALUATION.EVAL_DATA_DIR; also applies
+        DATASETS.MESH_DATA_DIR (the mesh files the CSE visualizers read)."""
+        from ..data.meshes import set_mesh_data_dir
+
+        set_mesh_data_dir(cfg)
         mapping = {int(k): str(v) for k, v in cfg.DATASETS.CLASS_TO_MESH_NAME_MAPPING.items()}
         return cls(vertex_embeddings=vertex_embeddings, class_to_mesh_name=mapping, charts=charts,
                    eval_data_dir=cfg.DENSEPOSE_EVALUATION.EVAL_DATA_DIR or None, **kwargs)
@@ -277,6 +282,11 @@ class CseResultsConverter:
             results.append(DensePoseEmbeddingResult(vertices=vertices, mesh_name=mesh, embedding=emb,
                                                     coarse_segm=segm, labels=labels, uv=uv))
         return results
+
+
+def is_cse_config(cfg) -> bool:
+    """Whether the config's DensePose head is the CSE (embedding) predictor."""
+    return cfg.MODEL.ROI_DENSEPOSE_HEAD.PREDICTOR_NAME == "DensePoseEmbeddingPredictor"
 
 
 def predictor_vertex_embeddings(predictor) -> Callable[[str], torch.Tensor]:
