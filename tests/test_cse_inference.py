@@ -325,7 +325,7 @@ torch.set_num_threads(1)
 V, D, S, N = 27554, 16, 64, int(sys.argv[1])
 emb = torch.nn.functional.normalize(torch.randn(V, D), dim=1)
 segm = torch.full((N, 2, S, S), -1.0)
-segm[:, 1, 28:36, 30:34] = 1.0  # a small body: the time goes with its pixels, the memory with the box and chunks
+segm[:, 1, 30:33, 31:33] = 1.0  # a small body: the time goes with its pixels, the memory with the box and chunks
 out = DensePoseEmbeddingPredictorOutput(embedding=torch.randn(N, D, S, S), coarse_segm=segm)
 boxes = torch.tensor([[0.0, 0.0, 1333.0, 800.0]]).repeat(N, 1)  # every person as large as the image
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -338,11 +338,11 @@ print((peak - base) / 1024.0, int((res[0].vertices >= 0).sum()))
 
 def test_vertex_maps_of_an_800x1333_image_stay_far_under_1_gb():
     """3 image-sized persons, SMPL's 27,554 vertices: the peak RSS the matching adds (chunked distances,
-    box-size embedding) stays under 1 GB (measured in a fresh process)."""
+    box-size embedding) stays under 0.5 GB (measured in a fresh process: ~0.3 GB; with torch ~0.85 GB)."""
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, "3"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     added_mb, fg_pixels = proc.stdout.split()
-    assert int(fg_pixels) > 5_000  # more than one distance chunk (608 pixels)
-    assert float(added_mb) < 1024, added_mb
+    assert int(fg_pixels) > 1_216  # more than two distance chunks (608 pixels each)
+    assert float(added_mb) < 512, added_mb
