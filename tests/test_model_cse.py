@@ -310,5 +310,25 @@ def test_cse_export_and_dump_fail_clearly(model_and_scene):
         DensePoseTensorModel(model)
     with torch.no_grad():
         inst = model(inputs)[0]["instances"]
-    with pytest.raises(NotImplementedError, match="CSE models .* apply_net dump / show"):
+    with pytest.raises(ValueError, match="CseResultsConverter"):  # CSE results need the vertex embeddings
         extract_results(inst, None)
+
+
+def test_b_cse_per_person_vertex_maps_use_the_models_embedder(model_and_scene):
+    from densepose_fnl.postprocess import CseResultsConverter, closest_vertices, extract_results, predictor_vertex_embeddings
+    from densepose_fnl.postprocess.charts import int_box_xywh
+
+    _, model, inputs, _, body, _ = model_and_scene
+    with torch.no_grad():
+        inst = model(inputs)[0]["instances"]
+    conv = CseResultsConverter(vertex_embeddings=predictor_vertex_embeddings(model), class_to_mesh_name={0: MESH},
+                               charts="none")
+    boxes, _, results = extract_results(inst, None, conv)
+    assert len(results) == len(inst) == 3
+    for k, r in enumerate(results):
+        _, _, w, h = int_box_xywh(boxes[k])
+        want = closest_vertices(inst.pred_densepose.embedding[k], inst.pred_densepose.coarse_segm[k], (0, 0, w, h),
+                                model.roi_heads.embedder(MESH))
+        assert r.mesh_name == MESH and torch.equal(r.vertices, want) and r.labels is None
+        assert r.vertices.max() < body.num_vertices
+    assert any((r.vertices >= 0).any() for r in results)
