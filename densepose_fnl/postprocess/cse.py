@@ -94,7 +94,9 @@ def closest_vertices(
 
 
 # ---------------------------------------------------------------------------------------------- charts
-CHART_MESH_NAMES = ("smpl_27554",)  # the meshes with a DensePose chart parametrisation (the SMPL subdivision)
+# the meshes whose vertices the eval data's subdivision files chart: SMPL, and the synthetic body (its synthetic
+# eval data is the same body; a mismatched directory is caught by the vertex count)
+CHART_MESH_NAMES = ("smpl_27554", "synthetic_body")
 
 
 class ChartFileMissingError(FileNotFoundError):
