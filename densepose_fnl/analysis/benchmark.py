@@ -12,7 +12,9 @@ jobs interleaved so that slow phases of a shared machine hit every runtime alike
   that were timed, scored by the project's evaluator (`evaluation.build.build_evaluator`), optionally on
   the subsets of images with at most N people (`people_subsets`).
 """
+import contextlib
 import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -54,6 +56,13 @@ def mlockall() -> bool:
         return libc.mlockall(1 | 2) == 0  # MCL_CURRENT | MCL_FUTURE
     except OSError:
         return False
+
+
+def munlockall() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").munlockall()
+    except OSError:
+        pass
 
 
 def machine_description(threads: int) -> str:
@@ -242,11 +251,41 @@ def percentile(values, q):
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
-def _setup(args):
-    """Logging, heap policy, provider check (before minutes of exports), threads, config files."""
+# loggers whose INFO lines would bury the benchmark's own (exporters; checkpoint loads; per-job eval summaries)
+QUIET_LOGGERS = ("onnx_ir", "onnxscript", "densepose_fnl.checkpoint", "densepose_fnl.evaluation")
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """The benchmark's console logging for the duration of a run; the callers' logger levels come back after
+    (a run inside another program, or a test, must not silence its loggers for good)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnx_ir", "onnxscript", "densepose_fnl.checkpoint"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    loggers = [logging.getLogger(n) for n in QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _scoped_to_the_run(run):
+    """Quiet logging during the run; memory unlocked after it (MCL_FUTURE would otherwise lock, and slow down,
+    every later allocation of a process that goes on, such as a test session)."""
+    @functools.wraps(run)
+    def wrapped(*args, **kwargs):
+        try:
+            with _quiet_logging():
+                return run(*args, **kwargs)
+        finally:
+            munlockall()
+    return wrapped
+
+
+def _setup(args):
+    """Heap policy, provider check (before minutes of exports), threads, config files."""
     keep_heap()
     from ..export import OrtProviderError, resolve_provider
 
@@ -264,6 +303,7 @@ def _setup(args):
     return provider
 
 
+@_scoped_to_the_run
 def run_fixed_k(args) -> dict:
     """The fixed-K protocol (tools/benchmark.py without --dataset); prints the table, returns the JSON dict."""
     provider = _setup(args)
@@ -432,6 +472,7 @@ def _latency(ms: Sequence[float]) -> Dict[str, float]:
             "fps": 1e3 / mean if mean > 0 else math.inf}
 
 
+@_scoped_to_the_run
 def run_dataset(args) -> dict:
     """The paper's protocol (tools/benchmark.py --dataset NAME); prints Tables 4-6, returns the JSON dict."""
     provider = _setup(args)
@@ -442,7 +483,6 @@ def run_dataset(args) -> dict:
     from ..postprocess import detector_postprocess
 
     log = logger
-    logging.getLogger("densepose_fnl.evaluation").setLevel(logging.WARNING)  # one summary per job, not its logs
     name, dicts = resolve_dataset(args.dataset)
     if args.max_images:
         dicts = dicts[:args.max_images]
