@@ -56,7 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--configs", nargs="+", required=True)
     p.add_argument("--runtimes", default="torch,ort,ort-int8",
                    help="torch, ort, ort-int8; ort-plain / ort-int8-plain: exported without the ONNX Runtime "
-                        "graph rewrites (export_onnx(ort_rewrites=False)), to measure what they bring")
+                        "graph rewrites (export_onnx(ort_rewrites=False)), to measure what they bring; reference: "
+                        "the authors' DensePoseFnL on detectron2 (fixed-K mode)")
     p.add_argument("--sizes", nargs="+", type=int, default=[512, 800])
     p.add_argument("--people", type=int, default=1)
     p.add_argument("--rounds", type=int, default=15)
@@ -69,6 +70,11 @@ def parse_args(argv=None):
     p.add_argument("--ort-profile", action="store_true", help="print ONNX Runtime op-type time shares")
     p.add_argument("--ort-provider", default=None, metavar="NAME",
                    help="ONNX Runtime execution provider for the ort* runtimes (default CPU)")
+    p.add_argument("--reference-python", default="", metavar="PY",
+                   help="the reference venv's python for the reference runtime (default .venv-reference/bin/python)")
+    p.add_argument("--reference-peer", default="", metavar="DIR",
+                   help="the reference peer's sources (detectron2 + DensePoseFnL; default ../shared/reference-peer "
+                        "or /work/shared/reference-peer)")
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--json", default="")
     p.add_argument("--plot", default="")

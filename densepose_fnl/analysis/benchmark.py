@@ -121,6 +121,17 @@ class Entry:
         self.infer, self.cfg = infer, cfg
         self.times = {}
         self.gmacs = {}
+        self.reference = None  # the reference runtime's worker (ReferenceRuntime); torch_infer: our outputs
+
+    def timed_run(self, x):
+        """(persons, ms) of one run; the reference runtime's ms are measured inside its worker process (the
+        model's inference alone, not the pipes)."""
+        if self.reference is not None:
+            ms, out = self.reference.run(x)
+            return len(out["scores"]), ms
+        t0 = time.perf_counter()
+        n = self.run(x)
+        return n, (time.perf_counter() - t0) * 1e3
 
 
 def prepare_config(config_file, args, inputs, log, opts=None, calib_tag="", flops=None):
@@ -193,12 +204,64 @@ def prepare_config(config_file, args, inputs, log, opts=None, calib_tag="", flop
             ort_infer = open_ort_predictor(path, cfg, args.threads, args.ort_provider).run_tensor
         entries[rt] = Entry(name, rt, ort_run, params, os.path.getsize(path), ort_infer, cfg)
         entries[rt].onnx_path = path
+    if "reference" in runtimes:
+        entries["reference"] = reference_entry(config_file, name, cfg, opts, model, args, cache, torch_infer)
     gmacs = {}
     if (not args.no_flops) if flops is None else flops:
         gmacs = count_gmacs(model, {s: xs[0] for s, xs in inputs.items()}, log)
     for e in entries.values():
         e.gmacs = gmacs
     return entries, inputs
+
+
+def reference_entry(config_file, name, cfg, opts, model, args, cache, torch_infer) -> Entry:
+    """The reference runtime of one config: the authors' model (reference_runtime.authors_config) in a worker
+    of the reference venv, with the very state dict of our `model` (saved to the cache dir: a random init
+    calibrated here, or MODEL.WEIGHTS as loaded)."""
+    import torch
+
+    from .reference_runtime import ReferenceRuntime
+
+    weights = os.path.join(cache, "reference_weights.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    ref = ReferenceRuntime(getattr(args, "reference_python", ""), getattr(args, "reference_peer", ""),
+                           threads=args.threads)
+    try:
+        params = ref.load(config_file, [o for o in opts], weights, args.people)
+    except BaseException:
+        ref.close()
+        raise
+
+    def run(x):
+        return len(ref.run(x)[1]["scores"])
+
+    e = Entry(name, "reference", run, params, os.path.getsize(weights), None, cfg)
+    e.reference, e.torch_infer = ref, torch_infer
+    return e
+
+
+def check_reference(entries, inputs, log) -> Dict:
+    """{(config, size): (problem or None, {output: max |diff|}, worker RSS MB after warm-up)}: each reference entry's outputs vs our
+    PyTorch model's on the same input (reference_runtime.compare_outputs); a mismatch is logged."""
+    from .reference_runtime import compare_outputs
+
+    out = {}
+    for e in entries:
+        if e.reference is None:
+            continue
+        for s, x in inputs.items():
+            _, theirs = e.reference.run(x)
+            problem, diffs = compare_outputs(e.torch_infer(x), theirs)
+            out[e.config_name, s] = (problem, diffs, e.reference.rss_mb())  # RSS before mlockall faults all in
+            if problem:
+                log.warning("%s at %d: the reference outputs differ from ours: %s", e.config_name, s, problem)
+    return out
+
+
+def close_entries(entries) -> None:
+    for e in entries:
+        if e.reference is not None:
+            e.reference.close()
 
 
 def fixed_k_opts(args) -> List[str]:
@@ -311,14 +374,21 @@ def run_fixed_k(args) -> dict:
 
     log = logger
     image_bgr = load_image(args.image)
-    entries, inputs = [], {}
-    for c in args.configs:
-        cfg_format = _input_format(c, fixed_k_opts(args))
-        inputs = {s: [preprocess_bgr_image(image_bgr, cfg_format, s, MAX_SIZE)["image"]] for s in args.sizes}
-        e, _ = prepare_config(c, args, inputs, log)
-        entries += list(e.values())
-    inputs = {s: xs[0] for s, xs in inputs.items()}
+    entries = []
+    try:
+        for c in args.configs:
+            cfg_format = _input_format(c, fixed_k_opts(args))
+            inputs = {s: [preprocess_bgr_image(image_bgr, cfg_format, s, MAX_SIZE)["image"]] for s in args.sizes}
+            e, _ = prepare_config(c, args, inputs, log)
+            entries += list(e.values())
+        return _time_fixed_k(args, entries, {s: xs[0] for s, xs in inputs.items()}, provider, log)
+    finally:
+        close_entries(entries)
+
+
+def _time_fixed_k(args, entries, inputs, provider, log) -> dict:
     jobs = [(e, s) for s in args.sizes for e in entries]
+    n = None
     for e, s in jobs:
         for _ in range(args.warmup):
             n = e.run(inputs[s])
@@ -326,7 +396,11 @@ def run_fixed_k(args) -> dict:
             log.warning("%s/%s at %d: %d persons reached the DensePose head (wanted %d)",
                         e.config_name, e.runtime, s, n, args.people)
         e.times[s] = []
+    checks = check_reference(entries, inputs, log)  # the authors' outputs vs ours, same input and weights
     locked = mlockall()  # after warm-up: the runtimes' working memory exists and is locked in place
+    for e in entries:
+        if e.reference is not None:
+            locked = e.reference.lock_memory() and locked  # the reference worker's too
     if not locked:
         log.warning("mlockall failed: latency may show page-out outliers")
     for r in range(args.rounds):
@@ -334,9 +408,8 @@ def run_fixed_k(args) -> dict:
             # idle gap: the previous runtime's worker threads (ORT / OpenMP spin-wait after a run) must not
             # compete with the next one's, or whichever runs right after another is slowed
             time.sleep(args.gap_ms / 1e3)
-            t0 = time.perf_counter()
-            n = e.run(inputs[s])
-            e.times[s].append((time.perf_counter() - t0) * 1e3)
+            n, ms = e.timed_run(inputs[s])
+            e.times[s].append(ms)
             if n != args.people:
                 raise RuntimeError(f"{e.config_name}/{e.runtime} at {s}: {n} persons, expected {args.people}")
 
@@ -349,20 +422,46 @@ def run_fixed_k(args) -> dict:
                              people=args.people, params=e.params, size_mb=e.size_bytes / 1e6,
                              gmacs=e.gmacs.get(s), median_ms=statistics.median(e.times[s]),
                              p90_ms=percentile(e.times[s], 0.9), runs=len(e.times[s])))
+            if e.reference is not None:
+                problem, diffs, rss = checks[e.config_name, s]
+                rows[-1].update(outputs_match=problem is None, outputs_mismatch=problem, outputs_max_diff=diffs,
+                                rss_mb=rss, authors_config=e.reference.config,
+                                authors_opts=e.reference.opts)
     base = {(r["config"], r["size"]): r["median_ms"] for r in rows if r["runtime"] == "ort"}
     torch_base = {(r["config"], r["size"]): r["median_ms"] for r in rows if r["runtime"] == "torch"}
+    ref_base = {(r["config"], r["size"]): r["median_ms"] for r in rows if r["runtime"] == "reference"}
+    for r in rows:
+        ref = ref_base.get((r["config"], r["size"]))
+        r["vs_reference"] = r["median_ms"] / ref if ref else None
     print(f"\nMachine: {machine}; memory locked: {locked}; K = {args.people}; {args.rounds} interleaved rounds\n")
-    print("| config | runtime | size (HxW) | params | file MB | GMACs | median ms | p90 ms | vs torch | vs ort |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | runtime | size (HxW) | params | file MB | GMACs | median ms | p90 ms | vs torch | vs ort | "
+          "vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = torch_base.get((r["config"], r["size"]))
         o = base.get((r["config"], r["size"]))
         g = f"{r['gmacs']:.2f}" if r["gmacs"] else "-"
         vs_t = f"{r['median_ms'] / t:.2f}" if t else "-"
         vs_o = f"{r['median_ms'] / o:.2f}" if o else "-"
+        vs_r = f"{r['vs_reference']:.2f}" if r["vs_reference"] else "-"
         print(f"| {r['config']} | {r['runtime']} | {r['size']} ({r['input_hw'][0]}x{r['input_hw'][1]}) | "
               f"{r['params'] / 1e6:.2f}M | {r['size_mb']:.2f} | {g} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
-              f"{vs_t} | {vs_o} |")
+              f"{vs_t} | {vs_o} | {vs_r} |")
+    notes = [f"reference = the authors' DensePoseFnL on detectron2 ({os.path.basename(r['authors_config'])}"
+             f"{' + ' + ' '.join(r['authors_opts']) if r['authors_opts'] else ''}), same weights, input and K, "
+             "timed in its worker process" for r in rows if r["runtime"] == "reference"][:1]
+    for r in rows:
+        if r["runtime"] != "reference":
+            continue
+        worst = max(r["outputs_max_diff"].values(), default=float("nan"))
+        if r["outputs_match"]:
+            notes.append(f"{r['config']} at {r['size']}: the reference outputs equal ours (PyTorch) within 1e-4 "
+                         f"(largest |diff| {worst:.1e}); worker RSS after warm-up {r['rss_mb']:.0f} MB")
+        else:
+            notes.append(f"WARNING {r['config']} at {r['size']}: the reference outputs differ from ours (PyTorch): "
+                         f"{r['outputs_mismatch']}")
+    if notes:
+        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
     if args.ort_profile:
         for e in entries:
             if hasattr(e, "onnx_path"):
@@ -483,6 +582,8 @@ def run_dataset(args) -> dict:
     from ..postprocess import detector_postprocess
 
     log = logger
+    if "reference" in args.runtimes.split(","):
+        raise BenchmarkError("--runtimes reference: the reference runtime is for the fixed-K mode (no --dataset)")
     name, dicts = resolve_dataset(args.dataset)
     if args.max_images:
         dicts = dicts[:args.max_images]
