@@ -241,8 +241,9 @@ def reference_entry(config_file, name, cfg, opts, model, args, cache, torch_infe
 
 
 def check_reference(entries, inputs, log) -> Dict:
-    """{(config, size): (problem or None, {output: max |diff|}, worker RSS MB after warm-up)}: each reference entry's outputs vs our
-    PyTorch model's on the same input (reference_runtime.compare_outputs); a mismatch is logged."""
+    """{(config, size): (problem or None, {output: max |diff|}, worker RSS MB after warm-up)}: each
+    reference entry's outputs vs our PyTorch model's on the same input (reference_runtime.compare_outputs);
+    a mismatch is logged."""
     from .reference_runtime import compare_outputs
 
     out = {}
@@ -348,17 +349,25 @@ def _scoped_to_the_run(run):
 
 
 def _setup(args):
-    """Heap policy, provider check (before minutes of exports), threads, config files."""
+    """Heap policy, config files, the reference runtime's setup and the provider check (before minutes of
+    exports), threads."""
     keep_heap()
+    for c in args.configs:
+        if not os.path.isfile(c):
+            raise BenchmarkError(f"config not found: {c}")
+    if "reference" in args.runtimes.split(","):  # its interpreter, peer and config mappings, before any model
+        if getattr(args, "dataset", ""):
+            raise BenchmarkError("--runtimes reference: the reference runtime is for the fixed-K mode (no --dataset)")
+        from .reference_runtime import check_reference_setup
+
+        check_reference_setup(getattr(args, "reference_python", ""), getattr(args, "reference_peer", ""),
+                              args.configs)
     from ..export import OrtProviderError, resolve_provider
 
     try:
         provider = resolve_provider(args.ort_provider)
     except OrtProviderError as e:
         raise BenchmarkError(f"--ort-provider: {e}") from None
-    for c in args.configs:
-        if not os.path.isfile(c):
-            raise BenchmarkError(f"config not found: {c}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -582,8 +591,6 @@ def run_dataset(args) -> dict:
     from ..postprocess import detector_postprocess
 
     log = logger
-    if "reference" in args.runtimes.split(","):
-        raise BenchmarkError("--runtimes reference: the reference runtime is for the fixed-K mode (no --dataset)")
     name, dicts = resolve_dataset(args.dataset)
     if args.max_images:
         dicts = dicts[:args.max_images]

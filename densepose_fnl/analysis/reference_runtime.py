@@ -73,18 +73,27 @@ def authors_config(config_file: str, peer: str) -> Optional[Tuple[str, List[str]
     return parent[0], parent[1] + _flatten(data)
 
 
+def check_reference_setup(python: str, peer: str, configs: List[str]) -> Tuple[str, str]:
+    """(python, peer) resolved (defaults for ""), or a BenchmarkError naming what is missing: the interpreter,
+    the peer tree, or the authors' config of one of `configs`."""
+    python, peer = python or DEFAULT_PYTHON, peer or default_peer()
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise BenchmarkError(f"reference runtime: python not found: {python} (build it with "
+                             "scripts/setup_reference.sh, or pass --reference-python)")
+    if not os.path.isdir(os.path.join(peer, "DensePoseFnL")):
+        raise BenchmarkError(f"reference runtime: no reference peer (DensePoseFnL) at {peer} (pass --reference-peer)")
+    for c in configs:
+        if authors_config(c, peer) is None:
+            raise BenchmarkError(f"reference runtime: no authors' config for {c} (known: "
+                                 f"{', '.join(AUTHORS_CONFIGS)} and configs deriving from them)")
+    return python, peer
+
+
 class ReferenceRuntime:
     """The authors' model in a worker process of `python` (the reference venv), peer sources in `peer`."""
 
     def __init__(self, python: str = "", peer: str = "", threads: int = 1):
-        self.python = python or DEFAULT_PYTHON
-        self.peer = peer or default_peer()
-        if not (os.path.isfile(self.python) and os.access(self.python, os.X_OK)):
-            raise BenchmarkError(f"reference runtime: python not found: {self.python} (build it with "
-                                 f"scripts/setup_reference.sh, or pass --reference-python)")
-        if not os.path.isdir(os.path.join(self.peer, "DensePoseFnL")):
-            raise BenchmarkError(f"reference runtime: no reference peer (DensePoseFnL) at {self.peer} "
-                                 "(pass --reference-peer)")
+        self.python, self.peer = check_reference_setup(python, peer, [])
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(REFERENCE_PEER_SRC=os.path.abspath(self.peer), PYTHONDONTWRITEBYTECODE="1",
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -112,11 +121,8 @@ class ReferenceRuntime:
 
     def load(self, config_file: str, opts: List[str], weights: str, people: int) -> int:
         """Build the authors' model of our `config_file` (+ our opts) with `weights`; returns its parameter count."""
-        mapped = authors_config(config_file, self.peer)
-        if mapped is None:
-            raise BenchmarkError(f"reference runtime: no authors' config for {config_file} (known: "
-                                 f"{', '.join(AUTHORS_CONFIGS)} and configs deriving from them)")
-        config, extra = mapped
+        check_reference_setup(self.python, self.peer, [config_file])
+        config, extra = authors_config(config_file, self.peer)
         opts = [str(o) for o in extra + list(opts)]
         reply, _ = self._call({"cmd": "load", "config": config, "opts": opts, "weights": os.path.abspath(weights),
                                "people": people, "threads": self.threads})
@@ -148,9 +154,9 @@ class ReferenceRuntime:
 
 
 def compare_outputs(ours, theirs: Dict) -> Tuple[Optional[str], Dict[str, float]]:
-    """(problem, {output: max |diff|}): problem None if our Instances `ours` (raw outputs, input pixels) equal the reference's outputs `theirs`: as many
-    detections, boxes and scores within BOX_TOL, every DensePose head output both have within MAP_TOL (abs);
-    else what differs (one line, with the largest differences)."""
+    """(problem, {output: max |diff|}): problem None if our Instances `ours` (raw outputs, input pixels)
+    equal the reference's outputs `theirs`: as many detections, boxes and scores within BOX_TOL, every
+    DensePose head output both have within MAP_TOL (abs); else what differs (one line)."""
     import numpy as np
 
     if len(ours) != len(theirs["scores"]):
