@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Size / compute / CPU latency of DensePose models across runtimes (PyTorch eager, ONNX Runtime fp32,
-ONNX Runtime int8), measured side by side in one process.
+ONNX Runtime int8, and the authors' implementation as a reference), measured side by side.
 
-    tools/benchmark.py --configs C1 [C2 ...] [--runtimes torch,ort,ort-int8] [--sizes 512 800] [--people K]
-                       [--rounds 15] [--warmup 3] [--threads 2] [--gap-ms 100] [--image IMG] [--int8-weights QAT.pth]
-                       [--cache-dir DIR] [--ort-profile] [--ort-provider NAME] [--json out.json] [--plot out.png]
+    tools/benchmark.py --configs C1 [C2 ...] [--runtimes torch,ort,ort-int8[,reference]] [--sizes 512 800]
+                       [--people K] [--rounds 15] [--warmup 3] [--threads 2] [--gap-ms 100] [--image IMG]
+                       [--int8-weights QAT.pth] [--cache-dir DIR] [--ort-profile] [--ort-provider NAME]
+                       [--reference-python PY] [--reference-peer DIR] [--json out.json] [--plot out.png]
                        [KEY VALUE ...]
     tools/benchmark.py --dataset NAME --configs C1 [C2 ...] [--sizes 200 400 512 600 800 1000]
                        [--max-people 1 2 3 4 5] [--runtimes torch,ort,ort-int8] [--passes 1] [--max-images N]
@@ -30,6 +31,17 @@ with K persons; NMS / RoIAlign not counted). Runtimes ort-plain / ort-int8-plain
 without the ONNX Runtime graph rewrites (`export_onnx(ort_rewrites=False)`), to measure what they bring.
 --ort-provider NAME: the ONNX Runtime execution provider of every ort* runtime (CPU by default; e.g. XNNPACK
 where the installed onnxruntime has it; one it lacks is a one-line error listing the available ones).
+Runtime reference (fixed-K mode only): the paper authors' DensePoseFnL on detectron2 (the reference peer,
+--reference-peer, default ../shared/reference-peer or /work/shared/reference-peer) in a persistent worker
+process of the reference venv's python (--reference-python, default .venv-reference/bin/python; built by
+scripts/setup_reference.sh), timed in the same rounds on the same input tensor with the same K and the same
+weights (our model's state dict, saved to the cache dir, loaded strictly into the authors' model built from
+the authors' config of ours: configs/mobile_parsing_rcnn_b*_s3x.yaml -> DensePoseFnL/configs/ of the same name,
+a config deriving from one of them -> that file + its own keys); the worker times the model's inference alone.
+After warm-up its outputs are compared with our PyTorch model's (boxes / scores / DensePose head outputs within
+1e-4): the notes under the table (and the JSON row) say whether they match. Column "vs reference" = median /
+the reference's median of the same config and size. A missing interpreter / peer, a config without an
+authors' counterpart or a dying worker is a one-line error (exit 2).
 
 --dataset NAME (the paper's protocol, Tables 4-6): every image of the dataset (a registered name, e.g.
 densepose_synthetic_val or densepose_coco_2014_minival, or NAME=ANN.json:IMAGES/) through each (config,

@@ -67,7 +67,7 @@ def test_reference_column_and_matching_outputs(run):
     assert ref["vs_reference"] == 1.0
     header = next(line for line in printed.splitlines() if line.startswith("| config |"))
     assert header.rstrip().endswith("| vs ort | vs reference |")
-    line = next(ln for ln in printed.splitlines() if ln.startswith("| mobile_parsing_rcnn_b_s3x_test_tuned | torch"))
+    line = next(ln for ln in printed.splitlines() if ln.startswith(f"| {ours['config']} | torch |"))
     assert line.split("|")[-2].strip() == f"{ratio:.2f}"
     assert "the reference outputs equal ours" in printed and "WARNING" not in printed
 
