@@ -113,7 +113,9 @@ def code_version() -> str:
 
 class Entry:
     """One (config, runtime): `run(x)` on a (3, H, W) uint8 tensor returns the number of persons (fixed-K
-    mode); `infer(x)` returns the Instances in the input's pixels (dataset mode, before detector_postprocess)."""
+    mode); `infer(x)` returns the Instances in the input's pixels (dataset mode, before detector_postprocess).
+    The reference runtime's entry also has `reference` (its ReferenceRuntime worker) and `torch_infer` (our
+    PyTorch model's outputs, to compare with)."""
 
     def __init__(self, config_name, runtime, run, params, size_bytes, infer=None, cfg=None):
         self.config_name, self.runtime, self.run = config_name, runtime, run
@@ -227,7 +229,7 @@ def reference_entry(config_file, name, cfg, opts, model, args, cache, torch_infe
     ref = ReferenceRuntime(getattr(args, "reference_python", ""), getattr(args, "reference_peer", ""),
                            threads=args.threads)
     try:
-        params = ref.load(config_file, [o for o in opts], weights, args.people)
+        params = ref.load(config_file, list(opts), weights, args.people)
     except BaseException:
         ref.close()
         raise
