@@ -458,12 +458,15 @@ def _time_fixed_k(args, entries, inputs, provider, log) -> dict:
         print(f"| {r['config']} | {r['runtime']} | {r['size']} ({r['input_hw'][0]}x{r['input_hw'][1]}) | "
               f"{r['params'] / 1e6:.2f}M | {r['size_mb']:.2f} | {g} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
               f"{vs_t} | {vs_o} | {vs_r} |")
-    notes = [f"reference = the authors' DensePoseFnL on detectron2 ({os.path.basename(r['authors_config'])}"
-             f"{' + ' + ' '.join(r['authors_opts']) if r['authors_opts'] else ''}), same weights, input and K, "
-             "timed in its worker process" for r in rows if r["runtime"] == "reference"][:1]
+    notes = []
     for r in rows:
         if r["runtime"] != "reference":
             continue
+        if r["size"] == args.sizes[0]:
+            notes.append(f"{r['config']}/reference = the authors' DensePoseFnL on detectron2 "
+                         f"({os.path.basename(r['authors_config'])}"
+                         f"{' + ' + ' '.join(r['authors_opts']) if r['authors_opts'] else ''}), same weights, input "
+                         "and K, timed in its worker process")
         worst = max(r["outputs_max_diff"].values(), default=float("nan"))
         if r["outputs_match"]:
             notes.append(f"{r['config']} at {r['size']}: the reference outputs equal ours (PyTorch) within 1e-4 "
