@@ -8,6 +8,7 @@ PyTorch runtime only (an ONNX export of even the tiny model takes ~1 min here); 
 proposals, so that random boxes still overlap the synthetic people and the box AP is not trivially 0."""
 import importlib.util
 import json
+import logging
 import math
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from _train_helpers import REPO, TINY_CONFIG, one_thread  # noqa: F401
 
-from densepose_fnl.analysis.benchmark import frontier, people_subsets
+from densepose_fnl.analysis.benchmark import QUIET_LOGGERS, frontier, people_subsets
 from densepose_fnl.checkpoint import DensePoseCheckpointer
 from densepose_fnl.config import load_config
 from densepose_fnl.data import DatasetCatalog, build_detection_test_loader, ensure_synthetic_dataset
@@ -62,13 +63,26 @@ def setup(tmp_path_factory):
         calibrate_batchnorm(model, lambda: (model(b) for b in batches))
         torch.save({"model": model.state_dict()}, pth)
         out_json, out_png = tmp / "out" / "bench.json", tmp / "out" / "frontier.png"
+        threads = torch.get_num_threads()
+        torch.set_num_threads(3)  # not the run's --threads 1: whether the run restores it is seen
+        quiet = [logging.getLogger(n) for n in QUIET_LOGGERS]
+        levels = [g.level for g in quiet]
         rc = benchmark.main(["--dataset", "densepose_synthetic_val", "--configs", TINY_CONFIG, "--runtimes", "torch",
                              "--sizes", str(SIZE), "112", "--max-people", "1", "2", "--warmup", "1", "--passes", "2",
                              "--gap-ms", "0", "--threads", "1", "--cache-dir", str(tmp / "cache"),
                              "--json", str(out_json), "--plot", str(out_png), "MODEL.WEIGHTS", str(pth), *OPTS])
         assert rc == 0
+        after = dict(threads=torch.get_num_threads(), levels=[g.level for g in quiet])
+        torch.set_num_threads(threads)
         ann = json.loads(open(synthetic_split_paths(root, "val")[1]).read())
-        yield dict(tmp=tmp, pth=pth, ann=ann, result=json.loads(out_json.read_text()), png=out_png)
+        yield dict(tmp=tmp, pth=pth, ann=ann, result=json.loads(out_json.read_text()), png=out_png, after=after,
+                   levels=levels)
+
+
+def test_an_in_process_run_leaves_threads_and_logging_as_they_were(setup):
+    """A test session goes on after a run: a changed thread count changes the rounding of every later test
+    (the oracle comparisons), silenced loggers hide every later warning."""
+    assert setup["after"] == dict(threads=3, levels=setup["levels"])
 
 
 def _row(result, size, subset):

@@ -338,15 +338,20 @@ def _quiet_logging():
 
 
 def _scoped_to_the_run(run):
-    """Quiet logging during the run; memory unlocked after it (MCL_FUTURE would otherwise lock, and slow down,
-    every later allocation of a process that goes on, such as a test session)."""
+    """Quiet logging during the run; memory unlocked and torch's thread count restored after it, for a process
+    that goes on, such as a test session (MCL_FUTURE would lock, and slow down, every later allocation; a changed
+    thread count changes the rounding of every later computation)."""
     @functools.wraps(run)
     def wrapped(*args, **kwargs):
+        import torch
+
+        threads = torch.get_num_threads()
         try:
             with _quiet_logging():
                 return run(*args, **kwargs)
         finally:
             munlockall()
+            torch.set_num_threads(threads)
     return wrapped
 
 
