@@ -28,10 +28,8 @@ def build_export_model(cfg, int8: bool, calib_inputs: List[List[dict]], log: log
     from ..checkpoint import DensePoseCheckpointer
     from ..modeling import build_model
     from ..utils.bn_calibration import calibrate_batchnorm
-    from .tensor_model import check_exportable
 
     model = build_model(cfg).eval()
-    check_exportable(model)  # before any calibration work
     weights = cfg.MODEL.WEIGHTS
     qat_ckpt = bool(weights) and is_qat_checkpoint(weights)
     if weights and not qat_ckpt:

@@ -23,7 +23,7 @@ from .channels_last_flatten import flatten_channels_last
 from .int8_channel_padding import pad_int8_conv_channels
 from .int8_deconv_lowering import lower_int8_conv_transpose
 from .int8_early_quantize import quantize_before_data_movement
-from .tensor_model import DensePoseTensorModel
+from .tensor_model import DensePoseTensorModel, is_cse_model
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def custom_translations() -> dict:
 
 
 def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch.Tensor] = None,
-                opset: int = DEFAULT_OPSET, metadata: Optional[dict] = None, ort_rewrites: bool = True) -> str:
+                opset: int = DEFAULT_OPSET, metadata: Optional[dict] = None, ort_rewrites: bool = True,
+                class_to_mesh_name: Optional[dict] = None) -> str:
     """Write `model` (eval GeneralizedRCNN, float or with `quantization` sub-modules) to `output_path`.
 
     The graph: input `image` (1, 3, H, W) uint8 (float works too, same values) in INPUT.FORMAT, H, W >= 65;
@@ -105,7 +106,10 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
     `ort_rewrites`: flatten the box head's output channels-last (one layout transpose fewer); in an int8
     graph also pad conv channels for ONNX Runtime's fast int8 kernels, quantize pooled RoI features before
     they are concatenated / re-ordered, and turn the QDQ transposed convs into int8 convs + DepthToSpace (ORT
-    has no integer ConvTranspose). Same outputs (the last: same int8 sums)."""
+    has no integer ConvTranspose). Same outputs (the last: same int8 sums).
+    A CSE model outputs embedding, coarse_segm instead of the chart maps, and its vertex embeddings are written
+    beside the graph (`vertex_embeddings.write_vertex_embeddings`: `<model>.vertex_embeddings.npz`, named in the
+    metadata with `class_to_mesh_name`, DATASETS.CLASS_TO_MESH_NAME_MAPPING; default {0: the only mesh})."""
     import onnx
 
     model = model.eval()
@@ -138,7 +142,14 @@ def export_onnx(model: nn.Module, output_path: str, sample_image: Optional[torch
         lowered = lower_int8_conv_transpose(proto)
         logger.info("export: ONNX Runtime rewrites: %d channels-last flattens; int8: %s, %d quantizations moved "
                     "before data movement, %d transposed convs as convs", flattened, report, hoisted, lowered)
-    for k, v in (metadata or {}).items():
+    metadata = dict(metadata or {})
+    if is_cse_model(model):
+        from .vertex_embeddings import write_vertex_embeddings
+
+        npz, entry = write_vertex_embeddings(model, output_path, class_to_mesh_name)
+        metadata.update(entry)
+        logger.info("export: CSE vertex embeddings written to %s", npz)
+    for k, v in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = str(k), str(v)
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)

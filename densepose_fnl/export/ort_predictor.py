@@ -7,6 +7,14 @@ as in DefaultPredictor: BGR -> INPUT.FORMAT, resize to INPUT.MIN_SIZE_TEST / MAX
 (boxes scaled back to the original size). In the graph: normalisation, padding to 32, the whole model.
 The file may be the .onnx export or its ORT format twin (.ort, `export.ort_mobile`); `provider` picks the
 ONNX Runtime execution provider (`make_session`).
+
+A CSE export (outputs boxes, scores, classes, embedding, coarse_segm: `tensor_model.EMBEDDING_OUTPUT_NAMES`)
+gives pred_densepose = DensePoseEmbeddingPredictorOutput, as the PyTorch CSE model. Its vertex embeddings are
+read from the `.vertex_embeddings.npz` beside the graph (`export.vertex_embeddings`; missing / mismatched:
+a one-line VertexEmbeddingsError) and offered as `vertex_embeddings(mesh_name)` (what
+`postprocess.predictor_vertex_embeddings` picks up, so apply_net / the dump path treat it as the PyTorch
+model). The pixel -> vertex matching is the post-processing step `cse_results(instances)`: the very
+`CseResultsConverter` (-> `closest_vertices`, in chunks of pixels) eager results go through.
 """
 import os
 from typing import Dict, Optional
@@ -16,10 +24,10 @@ import torch
 
 from ..data.preprocess import preprocess_bgr_image
 from ..postprocess import detector_postprocess
-from ..structures import CONFIDENCE_NAMES, DensePoseChartPredictorOutput, Instances
+from ..structures import CONFIDENCE_NAMES, DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput, Instances
 from ..structures.boxes import clip_boxes
 from .onnx_export import MIN_SIDE
-from .tensor_model import OUTPUT_NAMES
+from .tensor_model import CSE_NAMES, EMBEDDING_OUTPUT_NAMES, OUTPUT_NAMES
 
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -78,12 +86,47 @@ class OrtPredictor:
         self.session = make_session(onnx_path, num_threads, provider=provider)
         names = tuple(o.name for o in self.session.get_outputs())
         extra = names[len(OUTPUT_NAMES):]
-        if (names[:len(OUTPUT_NAMES)] != OUTPUT_NAMES or len(set(extra)) != len(extra)
-                or list(extra) != [n for n in CONFIDENCE_NAMES if n in extra]):
+        self.is_cse = names == EMBEDDING_OUTPUT_NAMES
+        if not self.is_cse and (names[:len(OUTPUT_NAMES)] != OUTPUT_NAMES or len(set(extra)) != len(extra)
+                                or list(extra) != [n for n in CONFIDENCE_NAMES if n in extra]):
             raise ValueError(f"{onnx_path} is not a densepose_fnl export: outputs {list(names)}, expected "
-                             f"{list(OUTPUT_NAMES)} (then chart confidences among {list(CONFIDENCE_NAMES)})")
+                             f"{list(OUTPUT_NAMES)} (then chart confidences among {list(CONFIDENCE_NAMES)}), or "
+                             f"{list(EMBEDDING_OUTPUT_NAMES)} (CSE)")
         self.output_names = names
         self.input_name = self.session.get_inputs()[0].name
+        self._vertex_embeddings, self.class_to_mesh_name, self._converters = {}, {}, {}
+        if self.is_cse:
+            from .vertex_embeddings import load_vertex_embeddings
+
+            d = self.session.get_outputs()[3].shape[1]
+            self._vertex_embeddings, self.class_to_mesh_name = load_vertex_embeddings(
+                onnx_path, self.session.get_modelmeta().custom_metadata_map, d if isinstance(d, int) else None)
+
+    def vertex_embeddings(self, mesh_name: str) -> torch.Tensor:
+        """(V, D) vertex embeddings of mesh `mesh_name` of a CSE export (from its .vertex_embeddings.npz)."""
+        if mesh_name not in self._vertex_embeddings:
+            raise KeyError(f"no vertex embeddings for mesh '{mesh_name}' in this export (it has "
+                           f"{sorted(self._vertex_embeddings)})")
+        return self._vertex_embeddings[mesh_name]
+
+    def cse_converter(self, charts: str = "none", **kwargs):
+        """The `postprocess.CseResultsConverter` of a CSE export (its vertex embeddings and class -> mesh map)."""
+        from ..postprocess.cse import CseResultsConverter
+
+        if not self.is_cse:
+            raise ValueError("cse_converter: not a CSE export (its outputs are chart maps)")
+        key = (charts, tuple(sorted(kwargs.items())))
+        if key not in self._converters:
+            self._converters[key] = CseResultsConverter(vertex_embeddings=self.vertex_embeddings,
+                                                        class_to_mesh_name=self.class_to_mesh_name, charts=charts,
+                                                        **kwargs)
+        return self._converters[key]
+
+    def cse_results(self, instances: Instances, charts: str = "none") -> list:
+        """The documented post-processing of a CSE export: one `DensePoseEmbeddingResult` per person (vertex map
+        over its integer box, -1 off the body), by the same `CseResultsConverter` as eager results."""
+        return self.cse_converter(charts)(instances.pred_boxes, instances.pred_densepose,
+                                          instances.pred_classes if instances.has("pred_classes") else None)
 
     def preprocess(self, image_bgr: np.ndarray) -> Dict:
         return preprocess_bgr_image(image_bgr, self.input_format, self.min_size, self.max_size)
@@ -98,7 +141,10 @@ class OrtPredictor:
                                           self.session.run(None, {self.input_name: x}))
         if h < MIN_SIDE or w < MIN_SIDE:
             boxes = clip_boxes(boxes, h, w)
-        densepose = DensePoseChartPredictorOutput.from_tensors(self.output_names[3:], maps)
+        if self.is_cse:
+            densepose = DensePoseEmbeddingPredictorOutput(**dict(zip(CSE_NAMES, maps)))
+        else:
+            densepose = DensePoseChartPredictorOutput.from_tensors(self.output_names[3:], maps)
         return Instances((h, w), pred_boxes=boxes, scores=scores, pred_classes=classes.long(),
                          pred_densepose=densepose)
 

@@ -22,6 +22,11 @@ Outputs (R = number of detections, S = HEATMAP_SIZE), boxes in the coordinates o
   fine_segm_confidence, coarse_segm_confidence (R, 1, S, S) (the segmentation logits above are already
   multiplied by them), the fields of `DensePoseChartPredictorOutputWithConfidences`.
   `output_names(model)` lists a model's outputs (the predictor's `output_names` after the box outputs).
+A CSE model (DensePoseEmbeddingPredictor) outputs, after the box outputs, the fields of
+`DensePoseEmbeddingPredictorOutput` (`EMBEDDING_OUTPUT_NAMES`): embedding (R, D, S, S) float, not normalised,
+and coarse_segm (R, 2, S, S) logits. Its mesh vertex embeddings are not in the graph: they are written beside
+it (`export.vertex_embeddings`), and the pixel -> vertex matching (`postprocess.closest_vertices`) runs after
+the graph (`OrtPredictor.cse_results`), as after the eager model (`CseResultsConverter`).
 Mapping the boxes back to the original image and turning the maps into per-person labels / UV
 (`postprocess.densepose_chart_results`) stay outside the graph (`export.OrtPredictor`), as after the
 eager model (`detector_postprocess`).
@@ -33,6 +38,8 @@ from ..modeling.meta_arch import normalize_and_pad
 
 OUTPUT_NAMES = ("boxes", "scores", "classes", "coarse_segm", "fine_segm", "u", "v")
 DETECTION_NAMES = OUTPUT_NAMES[:3]
+CSE_NAMES = ("embedding", "coarse_segm")  # DensePoseEmbeddingPredictor.output_names
+EMBEDDING_OUTPUT_NAMES = DETECTION_NAMES + CSE_NAMES
 
 
 def output_names(model: nn.Module) -> tuple:
@@ -40,17 +47,15 @@ def output_names(model: nn.Module) -> tuple:
     return DETECTION_NAMES + tuple(model.roi_heads.densepose_predictor.output_names)
 
 
-def check_exportable(model: nn.Module) -> None:
-    """NotImplementedError for a model whose outputs the export path does not handle (CSE embeddings)."""
+def is_cse_model(model: nn.Module) -> bool:
+    """Whether `model`'s DensePose predictor is the CSE one (outputs `EMBEDDING_OUTPUT_NAMES`)."""
     predictor = getattr(model.roi_heads, "densepose_predictor", None)
-    if predictor is not None and "embedding" in predictor.output_names:
-        raise NotImplementedError("ONNX export / int8 quantization of CSE models (DensePoseEmbeddingPredictor) is "
-                                  "not supported yet; chart models export")
+    return predictor is not None and tuple(predictor.output_names) == CSE_NAMES
 
 
 class DensePoseTensorModel(nn.Module):
-    """`forward(image (1, 3, H, W)) -> (boxes, scores, classes, coarse_segm, fine_segm, u, v[, confidences])`,
-    named by `output_names`.
+    """`forward(image (1, 3, H, W)) -> (boxes, scores, classes, coarse_segm, fine_segm, u, v[, confidences])`
+    (a CSE model: `(boxes, scores, classes, embedding, coarse_segm)`), named by `output_names`.
 
     `model` is an eval-mode GeneralizedRCNN with DensePose on (float, or with quantized sub-modules)."""
 
@@ -58,7 +63,6 @@ class DensePoseTensorModel(nn.Module):
         super().__init__()
         if not getattr(model.roi_heads, "densepose_on", False):
             raise ValueError("Export needs MODEL.DENSEPOSE_ON")
-        check_exportable(model)
         self.model = model
         self.output_names = output_names(model)
 
