@@ -301,15 +301,19 @@ def test_b_cse_is_evaluated_with_its_own_embedder(model_and_scene):
     assert 0 <= results["densepose_gps"]["AP"] <= 100
 
 
-def test_cse_export_and_dump_fail_clearly(model_and_scene):
-    from densepose_fnl.export.tensor_model import DensePoseTensorModel
+def test_cse_tensor_model_outputs_embeddings_and_dump_needs_the_converter(model_and_scene):
+    from densepose_fnl.export.tensor_model import EMBEDDING_OUTPUT_NAMES, DensePoseTensorModel
     from densepose_fnl.postprocess.dump import extract_results
 
     _, model, inputs, _, _, _ = model_and_scene
-    with pytest.raises(NotImplementedError, match="ONNX export / int8 quantization of CSE models"):
-        DensePoseTensorModel(model)
+    wrapper = DensePoseTensorModel(model)  # the export's tensor-only model (ONNX round trips: test_export_cse.py)
+    assert wrapper.output_names == EMBEDDING_OUTPUT_NAMES
     with torch.no_grad():
         inst = model(inputs)[0]["instances"]
+        boxes, scores, classes, embedding, coarse_segm = wrapper(inputs[0]["image"][None])
+    torch.testing.assert_close(boxes, inst.pred_boxes, atol=1e-4, rtol=0)  # INPUT.MIN_SIZE_TEST 0: no resize
+    torch.testing.assert_close(embedding, inst.pred_densepose.embedding, atol=1e-5, rtol=0)
+    torch.testing.assert_close(coarse_segm, inst.pred_densepose.coarse_segm, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="CseResultsConverter"):  # CSE results need the vertex embeddings
         extract_results(inst, None)
 

@@ -15,8 +15,11 @@ Writes DIR/model.onnx (float32) or DIR/model_int8.onnx, and DIR/config.yaml (use
 `densepose_fnl.export.OrtPredictor` / `apply_net.py --runtime onnxruntime`). Graph: input `image`
 (1, 3, H, W) uint8 in INPUT.FORMAT, already resized (shortest edge), H, W >= 65; outputs boxes, scores,
 classes, coarse_segm, fine_segm, u, v (then, for chart-confidence models, their confidence maps: see
-`densepose_fnl.export.tensor_model`) in input pixels. Unless --no-verify, ONNX Runtime is run on the
-sample image and compared with PyTorch (float: same detections; int8: reported only). The graph is
+`densepose_fnl.export.tensor_model`) in input pixels; a CSE model (DensePoseEmbeddingPredictor) outputs
+boxes, scores, classes, embedding, coarse_segm and its mesh vertex embeddings are written beside the graph as
+DIR/model[_int8].vertex_embeddings.npz (ship it with the graph: docs/DEPLOYMENT.md). Unless --no-verify, ONNX Runtime is run on the
+sample image and compared with PyTorch (float: same detections; int8: reported only; CSE: also the mesh
+vertex maps, by the export's vertex embeddings). The graph is
 rewritten for ONNX Runtime's kernels (same outputs; docs/DEPLOYMENT.md) unless --no-ort-rewrites.
 --ort-format also writes the ONNX Runtime Mobile files beside the .onnx: DIR/model[_int8].ort (ORT format,
 optimised for ARM CPUs) and DIR/model[_int8].required_operators_and_types.config (the operators and types
@@ -85,6 +88,8 @@ def main(argv=None) -> int:
     from densepose_fnl.data.preprocess import preprocess_for_test
     from densepose_fnl.data.image_io import ImageReadError, read_image
     from densepose_fnl.export import OrtPredictor, build_export_model, export_onnx, write_ort_mobile_files
+    from densepose_fnl.export.tensor_model import is_cse_model
+    from densepose_fnl.export.vertex_embeddings import vertex_embeddings_path
 
     try:
         cfg = load_config(args.config_file, args.opts)
@@ -122,12 +127,20 @@ def main(argv=None) -> int:
         return 2
     path = os.path.join(args.output, "model_int8.onnx" if args.int8 else "model.onnx")
     t0 = time.time()
-    export_onnx(model, path, sample_image=sample["image"][None], opset=args.opset,
-                metadata={"densepose_fnl.kind": kind, "densepose_fnl.input_format": cfg.INPUT.FORMAT},
-                ort_rewrites=not args.no_ort_rewrites)
+    try:
+        export_onnx(model, path, sample_image=sample["image"][None], opset=args.opset,
+                    metadata={"densepose_fnl.kind": kind, "densepose_fnl.input_format": cfg.INPUT.FORMAT},
+                    ort_rewrites=not args.no_ort_rewrites,
+                    class_to_mesh_name=cfg.DATASETS.CLASS_TO_MESH_NAME_MAPPING or None)
+    except ValueError as e:  # a CSE model whose class -> mesh mapping does not fit its embedder
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with open(os.path.join(args.output, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     print(f"wrote {path} ({kind}, {os.path.getsize(path) / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
+    npz = vertex_embeddings_path(path)
+    if is_cse_model(model):
+        print(f"wrote {npz} (CSE vertex embeddings, {os.path.getsize(npz) / 1e6:.2f} MB; ship it with the graph)")
     mobile = None
     if args.ort_format:
         mobile = write_ort_mobile_files(path)
@@ -138,8 +151,10 @@ def main(argv=None) -> int:
 
         with torch.no_grad():
             ref = model([sample])[0]["instances"]
-        out = OrtPredictor(path, cfg)(sample_bgr)["instances"]
-        report = compare_instances(ref, out)
+        ort_predictor = OrtPredictor(path, cfg)
+        out = ort_predictor(sample_bgr)["instances"]
+        # CSE: vertex maps of both on the same boxes, by the export's own vertex embeddings
+        report = compare_instances(ref, out, cse=ort_predictor.cse_converter() if ort_predictor.is_cse else None)
         print("verify (ONNX Runtime vs PyTorch):", report.summary())
         if not args.int8 and not report.ok():
             print("error: ONNX Runtime output differs from PyTorch", file=sys.stderr)

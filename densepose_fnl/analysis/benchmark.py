@@ -7,6 +7,10 @@ per (config, runtime)) and the timing discipline (warm-up, memory locked, idle g
 jobs interleaved so that slow phases of a shared machine hit every runtime alike):
 
 * `run_fixed_k`: one image, exactly K persons forced into the DensePose head, --rounds interleaved rounds.
+  For a CSE config (DensePoseEmbeddingPredictor) the timed scope also holds the pixel -> mesh vertex matching
+  of the K persons (`CseResultsConverter` on every box pixel: eager after the model, ORT by
+  `OrtPredictor.cse_results`), the post-processing every CSE app runs; the file size is the graph plus its
+  `.vertex_embeddings.npz`.
 * `run_dataset`: the paper's protocol (Tables 4-6): every image of a dataset through each (config, runtime,
   size) with the model's own detections, latency per image, and box / DensePose AP of the very outputs
   that were timed, scored by the project's evaluator (`evaluation.build.build_evaluator`), optionally on
@@ -147,6 +151,8 @@ def prepare_config(config_file, args, inputs, log, opts=None, calib_tag="", flop
 
     from ..config import load_config
     from ..export import build_export_model, export_onnx, make_session, open_ort_predictor
+    from ..export.vertex_embeddings import vertex_embeddings_path
+    from ..postprocess.cse import is_cse_config
 
     if opts is None:
         opts = fixed_k_opts(args)
@@ -169,8 +175,18 @@ def prepare_config(config_file, args, inputs, log, opts=None, calib_tag="", flop
         with torch.no_grad():
             return model.inference([{"image": x}], do_postprocess=False)[0]["instances"]
 
-    def torch_run(x):
-        return len(torch_infer(x))
+    cse = is_cse_config(cfg)
+    if cse:  # CSE: the timed scope ends with the vertex maps (the matching every CSE app runs after the model)
+        from ..postprocess.cse import CseResultsConverter, predictor_vertex_embeddings
+
+        torch_cse = CseResultsConverter.from_config(cfg, predictor_vertex_embeddings(model), charts="none")
+
+        def torch_run(x):
+            inst = torch_infer(x)
+            return len(torch_cse(inst.pred_boxes, inst.pred_densepose, inst.pred_classes))
+    else:
+        def torch_run(x):
+            return len(torch_infer(x))
 
     if "torch" in runtimes:
         entries["torch"] = Entry(name, "torch", torch_run, params, buf.getbuffer().nbytes, torch_infer, cfg)
@@ -193,18 +209,27 @@ def prepare_config(config_file, args, inputs, log, opts=None, calib_tag="", flop
                     from ..quantization import build_ptq_model
 
                     qmodel = build_ptq_model(cfg, model, calib)
-            export_onnx(qmodel if int8 else model, path, sample_image=sample, ort_rewrites=not plain)
+            export_onnx(qmodel if int8 else model, path, sample_image=sample, ort_rewrites=not plain,
+                        class_to_mesh_name=cfg.DATASETS.CLASS_TO_MESH_NAME_MAPPING or None)
             log.info("exported %s %s in %.0f s", name, rt, time.time() - t0)
-        sess = make_session(path, args.threads, provider=args.ort_provider)
-        in_name = sess.get_inputs()[0].name
+        size_bytes = os.path.getsize(path)
+        if cse:  # the graph, then OrtPredictor's vertex matching (CseResultsConverter, as torch_run)
+            ort_pred = open_ort_predictor(path, cfg, args.threads, args.ort_provider)
+            size_bytes += os.path.getsize(vertex_embeddings_path(path))
 
-        def ort_run(x, sess=sess, in_name=in_name):
-            return len(sess.run(["scores"], {in_name: x.numpy()[None]})[0])
+            def ort_run(x, pred=ort_pred):
+                return len(pred.cse_results(pred.run_tensor(x)))
+        else:
+            sess = make_session(path, args.threads, provider=args.ort_provider)
+            in_name = sess.get_inputs()[0].name
+
+            def ort_run(x, sess=sess, in_name=in_name):
+                return len(sess.run(["scores"], {in_name: x.numpy()[None]})[0])
 
         ort_infer = None
         if getattr(args, "dataset", None):  # the predictor's own session: whole outputs -> Instances
             ort_infer = open_ort_predictor(path, cfg, args.threads, args.ort_provider).run_tensor
-        entries[rt] = Entry(name, rt, ort_run, params, os.path.getsize(path), ort_infer, cfg)
+        entries[rt] = Entry(name, rt, ort_run, params, size_bytes, ort_infer, cfg)
         entries[rt].onnx_path = path
     if "reference" in runtimes:
         entries["reference"] = reference_entry(config_file, name, cfg, opts, model, args, cache, torch_infer)

@@ -1,0 +1,194 @@
+"""ONNX export and int8 of CSE models (issue 15 item 6): the graph outputs boxes, scores, classes, embedding,
+coarse_segm; the vertex embeddings ship beside it (<model>.vertex_embeddings.npz, named in the metadata); the
+vertex matching after the graph (OrtPredictor.cse_results) is the eager CseResultsConverter. The tiny synthetic
+CSE model (fp32 and PTQ int8) and B-CSE (random SMPL features, PTQ int8: ONNX Runtime vs PyTorch, file size)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from densepose_fnl.config import load_config  # noqa: E402
+from densepose_fnl.export import OrtModelError, OrtPredictor, compare_instances, export_onnx, open_ort_predictor  # noqa: E402
+from densepose_fnl.export.tensor_model import EMBEDDING_OUTPUT_NAMES  # noqa: E402
+from densepose_fnl.export.vertex_embeddings import (METADATA_KEY, VertexEmbeddingsError,  # noqa: E402
+                                                    vertex_embeddings_path)
+from densepose_fnl.modeling import build_model  # noqa: E402
+from densepose_fnl.postprocess import CseResultsConverter, predictor_vertex_embeddings  # noqa: E402
+from densepose_fnl.quantization import build_ptq_model  # noqa: E402
+from densepose_fnl.utils.bn_calibration import calibrate_batchnorm  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CSE = os.path.join(REPO, "configs", "synthetic", "mobile_parsing_rcnn_tiny_cse_synthetic.yaml")
+B_CSE = os.path.join(REPO, "configs", "mobile_parsing_rcnn_b_cse_s3x.yaml")
+OPTS = ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "TEST.DETECTIONS_PER_IMAGE", 3,
+        "INPUT.MIN_SIZE_TEST", 160, "INPUT.MAX_SIZE_TEST", 256]
+B_OPTS = ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS.smpl_27554.INIT_FILE", "",
+          "MODEL.ROI_DENSEPOSE_HEAD.CSE.EMBEDDERS.smpl_27554.FEATURE_DIM", 8]  # a small synthetic feature buffer
+
+
+def _image(h, w, seed):
+    return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _build(config, opts, out_dir, int8_only=False):
+    """Random-init CSE model with random vertex embedder weights, BN calibrated; exported fp32 (unless
+    int8_only) and PTQ int8."""
+    torch.manual_seed(0)
+    cfg = load_config(config, opts)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for t in list(model.roi_heads.embedder.parameters()) + list(model.roi_heads.embedder.buffers()):
+            t.normal_()
+    calib = [[{"image": _image(160, 224, 0)}], [{"image": _image(160, 192, 4)}]]
+    calibrate_batchnorm(model, lambda: (model(b) for b in calib))
+    sample = _image(160, 192, 1)[None]
+    paths = {}
+    if not int8_only:
+        paths["fp32"] = export_onnx(model, str(out_dir / "model.onnx"), sample_image=sample)
+    qmodel = build_ptq_model(cfg, model, calib)
+    paths["int8"] = export_onnx(qmodel, str(out_dir / "model_int8.onnx"), sample_image=sample)
+    return cfg, model, qmodel, paths
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _build(TINY_CSE, OPTS, tmp_path_factory.mktemp("tiny_cse"))
+
+
+@pytest.fixture(scope="module")
+def b_cse(tmp_path_factory):
+    return _build(B_CSE, B_OPTS + OPTS, tmp_path_factory.mktemp("b_cse"), int8_only=True)
+
+
+def _eager_converter(cfg, model):
+    return CseResultsConverter.from_config(cfg, predictor_vertex_embeddings(model), charts="none")
+
+
+def _vertex_agreement(ref_results, other_results):
+    same = sum(int((a.vertices == b.vertices).sum()) for a, b in zip(ref_results, other_results))
+    return same / sum(a.vertices.numel() for a in ref_results)
+
+
+def test_tiny_cse_fp32_onnx_matches_pytorch(tiny):
+    cfg, model, _, paths = tiny
+    predictor = OrtPredictor(paths["fp32"], cfg, num_threads=1)
+    assert predictor.is_cse and predictor.output_names == EMBEDDING_OUTPUT_NAMES
+    eager = _eager_converter(cfg, model)
+    for k, (h, w) in enumerate([(160, 192), (97, 161)]):
+        image = _image(h, w, 10 + k)
+        with torch.no_grad():
+            ref = model([{"image": image}])[0]["instances"]
+        out = predictor.run_tensor(image)
+        assert len(ref) == len(out) == 3
+        torch.testing.assert_close(out.pred_boxes, ref.pred_boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(out.scores, ref.scores, atol=1e-4, rtol=0)
+        assert torch.equal(out.pred_classes, ref.pred_classes)
+        torch.testing.assert_close(out.pred_densepose.embedding, ref.pred_densepose.embedding, atol=1e-3, rtol=0)
+        torch.testing.assert_close(out.pred_densepose.coarse_segm, ref.pred_densepose.coarse_segm, atol=1e-3, rtol=0)
+        # the vertex maps: OrtPredictor's post-processing vs the eager converter with the model's embedder
+        ref_results = eager(ref.pred_boxes, ref.pred_densepose, ref.pred_classes)
+        ort_results = predictor.cse_results(out)
+        assert [r.vertices.shape for r in ort_results] == [r.vertices.shape for r in ref_results]
+        assert any((r.vertices >= 0).any() for r in ref_results)
+        assert _vertex_agreement(ref_results, ort_results) >= 0.995  # near-ties of the argmin only
+        report = compare_instances(ref, out, cse=predictor.cse_converter())
+        assert report.cse and report.ok() and report.max_embedding_diff < 1e-3, report.summary()
+
+
+def test_vertex_embeddings_file_and_metadata(tiny):
+    cfg, model, _, paths = tiny
+    npz = vertex_embeddings_path(paths["fp32"])
+    assert npz.endswith("model.vertex_embeddings.npz") and os.path.isfile(npz)
+    meta = {p.key: p.value for p in onnx.load(paths["fp32"], load_external_data=False).metadata_props}
+    entry = json.loads(meta[METADATA_KEY])
+    assert entry == {"file": "model.vertex_embeddings.npz", "meshes": {"synthetic_body": [726, 16]},
+                     "class_to_mesh_name": {"0": "synthetic_body"}}
+    with np.load(npz) as data:
+        assert data.files == ["synthetic_body"]
+        np.testing.assert_array_equal(data["synthetic_body"], model.roi_heads.embedder("synthetic_body").detach().numpy())
+    assert os.path.isfile(vertex_embeddings_path(paths["int8"]))  # each graph its own file
+
+
+def test_missing_or_mismatched_vertex_embeddings_fail_in_one_line(tiny, tmp_path):
+    cfg, _, _, paths = tiny
+    lone = str(tmp_path / "model.onnx")
+    shutil.copy(paths["fp32"], lone)
+    npz = str(tmp_path / "model.vertex_embeddings.npz")
+    with pytest.raises(VertexEmbeddingsError) as e:
+        OrtPredictor(lone, cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and npz in msg and "not found" in msg
+    with pytest.raises(OrtModelError, match="vertex embeddings file .* not found"):
+        open_ort_predictor(lone, cfg)
+    np.savez(npz, synthetic_body=np.zeros((725, 16), np.float32))
+    with pytest.raises(VertexEmbeddingsError) as e:
+        OrtPredictor(lone, cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and npz in msg and "(726, 16)" in msg and "(725, 16)" in msg
+    np.savez(npz, other_mesh=np.zeros((726, 16), np.float32))
+    with pytest.raises(VertexEmbeddingsError, match="mesh 'synthetic_body'.*no such array"):
+        OrtPredictor(lone, cfg)
+
+
+def _int8_agreement(cfg, model, predictor, image):
+    """Fraction of the PyTorch fp32 model's foreground pixels whose vertex the int8 export gives too, on the
+    PyTorch boxes (each matched to the int8 detection of highest IoU)."""
+    from torchvision.ops import box_iou
+
+    with torch.no_grad():
+        ref = model([{"image": image}])[0]["instances"]
+    out = predictor.run_tensor(image)
+    assert len(out) == len(ref)
+    iou = box_iou(ref.pred_boxes, out.pred_boxes)
+    best = iou.argmax(dim=1)
+    assert float(iou.max(dim=1).values.min()) > 0.5
+    conv = predictor.cse_converter()
+    ra = conv(ref.pred_boxes, ref.pred_densepose, ref.pred_classes)
+    rb = conv(ref.pred_boxes, out.pred_densepose[best], ref.pred_classes)
+    fg = sum(int((a.vertices >= 0).sum()) for a in ra)
+    same = sum(int(((a.vertices == b.vertices) & (a.vertices >= 0)).sum()) for a, b in zip(ra, rb))
+    assert fg > 0
+    return same / fg
+
+
+def test_tiny_cse_int8_vertex_maps_agree_with_pytorch(tiny):
+    cfg, model, qmodel, paths = tiny
+    predictor = OrtPredictor(paths["int8"], cfg, num_threads=1)
+    image = _image(160, 192, 10)
+    # the int8 graph runs the int8 PyTorch model (same boxes); its vertex maps stay close to the float model's
+    with torch.no_grad():
+        qref = qmodel([{"image": image}])[0]["instances"]
+    qout = predictor.run_tensor(image)
+    torch.testing.assert_close(qout.pred_boxes, qref.pred_boxes, atol=0.5, rtol=0)
+    agreement = _int8_agreement(cfg, model, predictor, image)
+    print(f"tiny CSE int8: vertex agreement with fp32 PyTorch on {100 * agreement:.1f}% of foreground pixels")
+    assert agreement >= 0.5  # measured 2026-12: see the report in docs/DEPLOYMENT.md
+
+
+def test_b_cse_int8_export_size_and_vertex_maps(b_cse):
+    cfg, model, qmodel, paths = b_cse
+    path = paths["int8"]
+    npz = vertex_embeddings_path(path)
+    size_mb = (os.path.getsize(path) + os.path.getsize(npz)) / 1e6
+    print(f"B-CSE int8: {os.path.getsize(path) / 1e6:.2f} MB graph + {os.path.getsize(npz) / 1e6:.2f} MB npz")
+    assert size_mb <= 6.0
+    with np.load(npz) as data:
+        assert data.files == ["smpl_27554"] and data["smpl_27554"].shape == (27554, 16)  # no 27554 x FEATURE_DIM
+    predictor = OrtPredictor(path, cfg, num_threads=1)
+    image = _image(160, 192, 10)
+    with torch.no_grad():
+        qref = qmodel([{"image": image}])[0]["instances"]
+    qout = predictor.run_tensor(image)
+    assert len(qout) == len(qref) == 3
+    # ORT runs the same int8 model as PyTorch: same detections, nearly the same vertex maps
+    report = compare_instances(qref, qout, cse=predictor.cse_converter())
+    assert report.min_box_iou > 0.99 and report.label_agreement >= 0.95, report.summary()
+    agreement = _int8_agreement(cfg, model, predictor, image)
+    print(f"B-CSE int8: vertex agreement with fp32 PyTorch on {100 * agreement:.1f}% of foreground pixels")
+    assert agreement >= 0.5
