@@ -210,7 +210,10 @@ def inference_on_dataset(model, data_loader, evaluator, desc: str = "Inference")
         total = None
     if evaluator is not None and getattr(evaluator, "embedder", False) is None:
         # CSE evaluation scores with the model's own vertex embeddings (detectron2 passes roi_heads.embedder)
+        # (an OrtModel of a CSE export: the vertex embeddings shipped beside its graph)
         evaluator.embedder = getattr(getattr(model, "roi_heads", None), "embedder", None)
+        if evaluator.embedder is None and callable(getattr(model, "vertex_embeddings", None)):
+            evaluator.embedder = model.vertex_embeddings
     was_training = model.training
     model.eval()
     try:

@@ -76,6 +76,10 @@ class OrtModel(nn.Module):
         self.onnx_path = onnx_path
         self.predictor = open_ort_predictor(onnx_path, cfg, num_threads, provider)
 
+    def vertex_embeddings(self, mesh_name: str) -> torch.Tensor:
+        """A CSE export's (V, D) vertex embeddings (its .vertex_embeddings.npz), for the CSE evaluator."""
+        return self.predictor.vertex_embeddings(mesh_name)
+
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         if self.training:
             raise RuntimeError("OrtModel runs an exported graph and cannot train; call .eval() first")
