@@ -16,7 +16,8 @@ The logic is densepose_fnl.analysis.benchmark (run_fixed_k, run_dataset); this f
 Protocol: every model gets exactly K persons into its DensePose head (ROI_HEADS.SCORE_THRESH_TEST 0 and
 TEST.DETECTIONS_PER_IMAGE K; checked on every run); inputs are the image resized to shortest side S
 (MAX_SIZE_TEST 1333); timed scope = network input tensor -> raw outputs (normalisation, padding, whole
-model; not the resize nor per-person chart post-processing, identical for all runtimes). Torch and ORT
+model; not the resize nor per-person chart post-processing, identical for all runtimes; a CSE config's scope
+also holds the pixel -> mesh vertex matching of the K persons, which every CSE app runs). Torch and ORT
 use --threads intra-op threads. After --warmup runs each, --rounds rounds run every (config, runtime,
 size) once per round in a fixed interleaved order, each after an idle --gap-ms (so no runtime's
 spin-waiting threads compete with the next runtime's), so slow phases of a shared machine hit all of them
