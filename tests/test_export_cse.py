@@ -1,7 +1,8 @@
 """ONNX export and int8 of CSE models (issue 15 item 6): the graph outputs boxes, scores, classes, embedding,
 coarse_segm; the vertex embeddings ship beside it (<model>.vertex_embeddings.npz, named in the metadata); the
 vertex matching after the graph (OrtPredictor.cse_results) is the eager CseResultsConverter. The tiny synthetic
-CSE model (fp32 and PTQ int8) and B-CSE (random SMPL features, PTQ int8: ONNX Runtime vs PyTorch, file size)."""
+CSE model (fp32 and PTQ int8 exports; QAT: CSE training steps of the fake-quantized model, converted) and B-CSE
+(random SMPL features, PTQ int8: ONNX Runtime vs PyTorch, file size)."""
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from densepose_fnl.export.vertex_embeddings import (METADATA_KEY, VertexEmbeddin
                                                     vertex_embeddings_path)
 from densepose_fnl.modeling import build_model  # noqa: E402
 from densepose_fnl.postprocess import CseResultsConverter, predictor_vertex_embeddings  # noqa: E402
-from densepose_fnl.quantization import build_ptq_model  # noqa: E402
+from densepose_fnl.quantization import build_ptq_model, build_qat_model, convert_qat_model, quantized_parts  # noqa: E402
 from densepose_fnl.utils.bn_calibration import calibrate_batchnorm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,34 +37,51 @@ def _image(h, w, seed):
     return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def _build(config, opts, out_dir, int8_only=False):
-    """Random-init CSE model with random vertex embedder weights, BN calibrated; exported fp32 (unless
-    int8_only) and PTQ int8."""
+CALIB = [[{"image": _image(160, 224, 0)}], [{"image": _image(160, 192, 4)}]]
+SAMPLE = _image(160, 192, 1)[None]
+
+
+def _random_cse_model(config, opts):
+    """Random-init CSE model with random vertex embedder weights, BN calibrated."""
     torch.manual_seed(0)
     cfg = load_config(config, opts)
     model = build_model(cfg).eval()
     with torch.no_grad():
         for t in list(model.roi_heads.embedder.parameters()) + list(model.roi_heads.embedder.buffers()):
             t.normal_()
-    calib = [[{"image": _image(160, 224, 0)}], [{"image": _image(160, 192, 4)}]]
-    calibrate_batchnorm(model, lambda: (model(b) for b in calib))
-    sample = _image(160, 192, 1)[None]
-    paths = {}
-    if not int8_only:
-        paths["fp32"] = export_onnx(model, str(out_dir / "model.onnx"), sample_image=sample)
-    qmodel = build_ptq_model(cfg, model, calib)
-    paths["int8"] = export_onnx(qmodel, str(out_dir / "model_int8.onnx"), sample_image=sample)
-    return cfg, model, qmodel, paths
+    calibrate_batchnorm(model, lambda: (model(b) for b in CALIB))
+    return cfg, model
+
+
+def _cse_train_batch(tmp, cfg):
+    """One training batch of the synthetic CSE set (dp_vertex annotations on the synthetic body mesh)."""
+    from densepose_fnl.data import ensure_synthetic_dataset
+    from densepose_fnl.data.build import build_detection_train_loader
+
+    root = ensure_synthetic_dataset(tmp / "syn", num_train=2, num_val=1, seed=3, min_size=96, max_size=128, cse=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DENSEPOSE_SYNTHETIC_ROOT", str(root))
+        return next(iter(build_detection_train_loader(cfg)))
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return _build(TINY_CSE, OPTS, tmp_path_factory.mktemp("tiny_cse"))
+    """The tiny CSE model exported fp32 and PTQ int8."""
+    tmp = tmp_path_factory.mktemp("tiny_cse")
+    cfg, model = _random_cse_model(TINY_CSE, OPTS)
+    qmodel = build_ptq_model(cfg, model, CALIB)
+    paths = {"fp32": export_onnx(model, str(tmp / "model.onnx"), sample_image=SAMPLE),
+             "int8": export_onnx(qmodel, str(tmp / "model_int8.onnx"), sample_image=SAMPLE)}
+    return cfg, model, qmodel, paths
 
 
 @pytest.fixture(scope="module")
 def b_cse(tmp_path_factory):
-    return _build(B_CSE, B_OPTS + OPTS, tmp_path_factory.mktemp("b_cse"), int8_only=True)
+    """B-CSE int8 by PTQ (observers set on the calibration images, converted, exported)."""
+    cfg, model = _random_cse_model(B_CSE, B_OPTS + OPTS)
+    qmodel = build_ptq_model(cfg, model, CALIB)
+    path = export_onnx(qmodel, str(tmp_path_factory.mktemp("b_cse") / "model_int8.onnx"), sample_image=SAMPLE)
+    return cfg, model, qmodel, {"int8": path}
 
 
 def _eager_converter(cfg, model):
@@ -137,9 +155,9 @@ def test_missing_or_mismatched_vertex_embeddings_fail_in_one_line(tiny, tmp_path
 
 
 def _int8_agreement(model, predictor, image):
-    """Fraction of the PyTorch fp32 model's foreground pixels whose vertex the int8 export gives too, on the
-    PyTorch boxes matched (IoU > 0.5) by an int8 detection (a random-init model's scores are nearly tied, so
-    int8 may rank other boxes first)."""
+    """Fraction of the PyTorch `model`'s foreground pixels whose vertex the int8 export gives too, on the
+    PyTorch boxes matched (IoU > 0.5) by an ONNX Runtime detection (a random-init model's scores are nearly
+    tied, so the int8 kernels' rounding may rank other boxes first)."""
     from torchvision.ops import box_iou
 
     with torch.no_grad():
@@ -156,6 +174,36 @@ def _int8_agreement(model, predictor, image):
     same = sum(int(((a.vertices == b.vertices) & (a.vertices >= 0)).sum()) for a, b in zip(ra, rb))
     assert fg > 0
     return same / fg
+
+
+def test_tiny_cse_qat_trains_converts_and_gives_vertex_maps(tmp_path):
+    """QAT of a CSE model: the fake-quantized model takes CSE training steps (finite losses, updates reach the
+    quantized graphs and the embedder), converts to int8 and gives per-person vertex maps. (Its export is the
+    PTQ model's: both are converted pt2e graphs, exported above.)"""
+    cfg, model = _random_cse_model(TINY_CSE, OPTS)
+    batch = _cse_train_batch(tmp_path, cfg)
+    qat = build_qat_model(cfg, model).train()
+    opt = torch.optim.SGD([p for p in qat.parameters() if p.requires_grad], lr=1e-4)
+    before = {n: p.detach().clone() for n, p in qat.named_parameters() if p.requires_grad}
+    for _ in range(2):
+        losses = qat(batch)
+        assert set(losses) >= {"loss_densepose_S", "loss_densepose_Esynthetic_body", "loss_cls", "loss_rpn_cls"}
+        total = sum(losses.values())
+        assert torch.isfinite(total), losses
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    changed = {n for n, p in qat.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    for part in ("backbone.gm.", "roi_heads.densepose_head.gm.", "roi_heads.densepose_predictor.gm.",
+                 "roi_heads.embedder."):
+        assert any(n.startswith(part) for n in changed), f"no update reached {part}"
+    int8 = convert_qat_model(qat)
+    assert set(quantized_parts(int8).values()) == {"converted"}
+    with torch.no_grad():
+        inst = int8([{"image": _image(160, 192, 10)}])[0]["instances"]
+    results = _eager_converter(cfg, int8)(inst.pred_boxes, inst.pred_densepose, inst.pred_classes)
+    assert len(results) == 3 and inst.pred_densepose.embedding.shape[1:] == (16, 16, 16)
+    assert all(int(r.vertices.max()) < 726 for r in results) and any((r.vertices >= 0).any() for r in results)
 
 
 def test_tiny_cse_int8_vertex_maps_agree_with_pytorch(tiny):
