@@ -17,10 +17,10 @@ Writes DIR/model.onnx (float32) or DIR/model_int8.onnx, and DIR/config.yaml (use
 classes, coarse_segm, fine_segm, u, v (then, for chart-confidence models, their confidence maps: see
 `densepose_fnl.export.tensor_model`) in input pixels; a CSE model (DensePoseEmbeddingPredictor) outputs
 boxes, scores, classes, embedding, coarse_segm and its mesh vertex embeddings are written beside the graph as
-DIR/model[_int8].vertex_embeddings.npz (ship it with the graph: docs/DEPLOYMENT.md). Unless --no-verify, ONNX Runtime is run on the
-sample image and compared with PyTorch (float: same detections; int8: reported only; CSE: also the mesh
-vertex maps, by the export's vertex embeddings). The graph is
-rewritten for ONNX Runtime's kernels (same outputs; docs/DEPLOYMENT.md) unless --no-ort-rewrites.
+DIR/model[_int8].vertex_embeddings.npz (ship it with the graph: docs/DEPLOYMENT.md). Unless --no-verify,
+ONNX Runtime is run on the sample image and compared with PyTorch (float: same detections; int8: reported
+only; CSE: also the mesh vertex maps, by the export's vertex embeddings). The graph is rewritten for ONNX
+Runtime's kernels (same outputs; docs/DEPLOYMENT.md) unless --no-ort-rewrites.
 --ort-format also writes the ONNX Runtime Mobile files beside the .onnx: DIR/model[_int8].ort (ORT format,
 optimised for ARM CPUs) and DIR/model[_int8].required_operators_and_types.config (the operators and types
 of a reduced ONNX Runtime build), and, unless --no-verify, runs the .ort against the .onnx on the sample
@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     with open(os.path.join(args.output, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     print(f"wrote {path} ({kind}, {os.path.getsize(path) / 1e6:.2f} MB) in {time.time() - t0:.0f} s")
-    npz = vertex_embeddings_path(path)
     if is_cse_model(model):
+        npz = vertex_embeddings_path(path)
         print(f"wrote {npz} (CSE vertex embeddings, {os.path.getsize(npz) / 1e6:.2f} MB; ship it with the graph)")
     mobile = None
     if args.ort_format:

@@ -228,7 +228,7 @@ def prepare_config(config_file, args, inputs, log, opts=None, calib_tag="", flop
 
         ort_infer = None
         if getattr(args, "dataset", None):  # the predictor's own session: whole outputs -> Instances
-            ort_infer = open_ort_predictor(path, cfg, args.threads, args.ort_provider).run_tensor
+            ort_infer = (ort_pred if cse else open_ort_predictor(path, cfg, args.threads, args.ort_provider)).run_tensor
         entries[rt] = Entry(name, rt, ort_run, params, size_bytes, ort_infer, cfg)
         entries[rt].onnx_path = path
     if "reference" in runtimes:

@@ -26,8 +26,9 @@ from ..data.preprocess import preprocess_bgr_image
 from ..postprocess import detector_postprocess
 from ..structures import CONFIDENCE_NAMES, DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput, Instances
 from ..structures.boxes import clip_boxes
+from ..structures.densepose_outputs import EMBEDDING_NAMES
 from .onnx_export import MIN_SIDE
-from .tensor_model import CSE_NAMES, EMBEDDING_OUTPUT_NAMES, OUTPUT_NAMES
+from .tensor_model import EMBEDDING_OUTPUT_NAMES, OUTPUT_NAMES
 
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -142,7 +143,7 @@ class OrtPredictor:
         if h < MIN_SIDE or w < MIN_SIDE:
             boxes = clip_boxes(boxes, h, w)
         if self.is_cse:
-            densepose = DensePoseEmbeddingPredictorOutput(**dict(zip(CSE_NAMES, maps)))
+            densepose = DensePoseEmbeddingPredictorOutput(**dict(zip(EMBEDDING_NAMES, maps)))
         else:
             densepose = DensePoseChartPredictorOutput.from_tensors(self.output_names[3:], maps)
         return Instances((h, w), pred_boxes=boxes, scores=scores, pred_classes=classes.long(),

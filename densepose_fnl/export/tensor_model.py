@@ -35,11 +35,11 @@ import torch
 from torch import nn
 
 from ..modeling.meta_arch import normalize_and_pad
+from ..structures.densepose_outputs import EMBEDDING_NAMES
 
 OUTPUT_NAMES = ("boxes", "scores", "classes", "coarse_segm", "fine_segm", "u", "v")
 DETECTION_NAMES = OUTPUT_NAMES[:3]
-CSE_NAMES = ("embedding", "coarse_segm")  # DensePoseEmbeddingPredictor.output_names
-EMBEDDING_OUTPUT_NAMES = DETECTION_NAMES + CSE_NAMES
+EMBEDDING_OUTPUT_NAMES = DETECTION_NAMES + EMBEDDING_NAMES  # DensePoseEmbeddingPredictor.output_names
 
 
 def output_names(model: nn.Module) -> tuple:
@@ -50,7 +50,7 @@ def output_names(model: nn.Module) -> tuple:
 def is_cse_model(model: nn.Module) -> bool:
     """Whether `model`'s DensePose predictor is the CSE one (outputs `EMBEDDING_OUTPUT_NAMES`)."""
     predictor = getattr(model.roi_heads, "densepose_predictor", None)
-    return predictor is not None and tuple(predictor.output_names) == CSE_NAMES
+    return predictor is not None and tuple(predictor.output_names) == EMBEDDING_NAMES
 
 
 class DensePoseTensorModel(nn.Module):
