@@ -57,10 +57,12 @@ def resolve_provider(name: Optional[str] = None) -> str:
 
 
 def make_session(onnx_path: str, num_threads: Optional[int] = None, profile: bool = False,
-                 provider: Optional[str] = None):
+                 provider: Optional[str] = None, spin: bool = True):
     """The one ONNX Runtime session factory (OrtPredictor, benchmarks). `provider` (`resolve_provider`) comes
     first, with the CPU provider after it for the nodes it does not take; its options are ONNX Runtime's
-    defaults."""
+    defaults, except `spin=False`: its worker threads sleep as soon as a run ends instead of spinning, for
+    sessions whose outputs go on to heavy work on the same cores (CSE matching: 2x slower beside spinning
+    threads, measured)."""
     import onnxruntime as ort
 
     chosen = resolve_provider(provider)
@@ -72,6 +74,8 @@ def make_session(onnx_path: str, num_threads: Optional[int] = None, profile: boo
         so.intra_op_num_threads = int(num_threads)
         so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile:
         so.enable_profiling = True
     return ort.InferenceSession(onnx_path, sess_options=so, providers=providers)
@@ -96,7 +100,8 @@ class OrtPredictor:
         self.output_names = names
         self.input_name = self.session.get_inputs()[0].name
         self._vertex_embeddings, self.class_to_mesh_name, self._converters = {}, {}, {}
-        if self.is_cse:
+        if self.is_cse:  # the vertex matching runs right after each run, on the same cores: no spinning threads
+            self.session = make_session(onnx_path, num_threads, provider=provider, spin=False)
             from .vertex_embeddings import load_vertex_embeddings
 
             d = self.session.get_outputs()[3].shape[1]
