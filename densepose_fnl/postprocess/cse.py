@@ -70,6 +70,7 @@ def _nearest_dense(pixel_embeddings: torch.Tensor, vertex_embeddings: torch.Tens
 
 
 _FINE_TILE = 8  # pixels per side of the fine pruning tiles (their pixels share one candidate list)
+_PRUNE_MIN_PIXELS = 2048  # fewer body pixels: the dense search (pruning's overhead does not pay, measured at ~600 px)
 _PRUNE_FALLBACK = 0.4  # coarse tiles keep more than this share of the vertices: dense search (measured break-even ~0.3-0.6)
 
 
@@ -224,9 +225,12 @@ def closest_vertices(
         out[labels[py, px] <= 0] = -1
         return out
     fg = labels > 0
-    if not fg.any():
-        return torch.full((h, w), -1, dtype=torch.long, device=device)
-    return _nearest_in_box(emb, fg, vertex_embeddings, chunk)
+    if int(fg.sum()) >= _PRUNE_MIN_PIXELS:
+        return _nearest_in_box(emb, fg, vertex_embeddings, chunk)
+    out = torch.full((h, w), -1, dtype=torch.long, device=device)
+    if fg.any():
+        out[fg] = _nearest_dense(emb.permute(1, 2, 0)[fg], vertex_embeddings, vertex_embeddings.square().sum(1), chunk)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- charts
