@@ -97,6 +97,8 @@ def test_tiny_cse_fp32_onnx_matches_pytorch(tiny):
     cfg, model, _, paths = tiny
     predictor = OrtPredictor(paths["fp32"], cfg, num_threads=1)
     assert predictor.is_cse and predictor.output_names == EMBEDDING_OUTPUT_NAMES
+    # its matching follows each run on the same cores: ORT's threads stop spinning when a run returns
+    assert predictor.session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
     eager = _eager_converter(cfg, model)
     for k, (h, w) in enumerate([(160, 192), (97, 161)]):
         image = _image(h, w, 10 + k)
