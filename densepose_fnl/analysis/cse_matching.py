@@ -24,7 +24,6 @@ import time
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..postprocess import cse
 
@@ -62,8 +61,8 @@ def _detectron2_dense(pixels: torch.Tensor, verts: torch.Tensor) -> torch.Tensor
 
 
 def _box_pixels(field, segm, h, w):
-    emb = F.interpolate(field[None], (h, w), mode="bilinear", align_corners=False)[0]
-    fg = F.interpolate(segm[None], (h, w), mode="bilinear", align_corners=False)[0].argmax(0) > 0
+    emb, labels = cse.resample_to_box(field, segm, h, w)
+    fg = labels > 0
     return emb.permute(1, 2, 0)[fg].contiguous(), fg
 
 

@@ -89,7 +89,8 @@ class OrtPredictor:
         self.cfg = cfg.clone()
         self.input_format = cfg.INPUT.FORMAT
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-        self.session = make_session(onnx_path, num_threads, provider=provider)
+        # its outputs go on to post-processing on the same cores (CSE: the vertex matching): threads stop spinning
+        self.session = make_session(onnx_path, num_threads, provider=provider, stop_spinning=True)
         names = tuple(o.name for o in self.session.get_outputs())
         extra = names[len(OUTPUT_NAMES):]
         self.is_cse = names == EMBEDDING_OUTPUT_NAMES
@@ -101,8 +102,7 @@ class OrtPredictor:
         self.output_names = names
         self.input_name = self.session.get_inputs()[0].name
         self._vertex_embeddings, self.class_to_mesh_name, self._converters = {}, {}, {}
-        if self.is_cse:  # the vertex matching runs right after each run, on the same cores: threads stop spinning
-            self.session = make_session(onnx_path, num_threads, provider=provider, stop_spinning=True)
+        if self.is_cse:
             from .vertex_embeddings import load_vertex_embeddings
 
             d = self.session.get_outputs()[3].shape[1]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["CHART_MESH_NAMES", "ChartFileMissingError", "CseResultsConverter", "VertexChartMap", "closest_vertices",
-           "is_cse_config", "predictor_vertex_embeddings", "squared_euclidean_distance_matrix"]
+           "is_cse_config", "predictor_vertex_embeddings", "resample_to_box", "squared_euclidean_distance_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,11 @@ def _packed(keep: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 def _group_chunks(counts: torch.Tensor, rows: int, budget: int):
     """Rows sorted by candidate count, in slices whose padded (rows x items x count) stays under budget."""
     order = torch.argsort(counts)
+    sorted_counts = counts[order].tolist()
     s = 0
     while s < len(order):
         e = s + 1
-        while e < len(order) and (e + 1 - s) * rows * int(counts[order[e]]) <= budget:
+        while e < len(order) and (e + 1 - s) * rows * sorted_counts[e] <= budget:
             e += 1
         yield order[s:e]
         s = e
@@ -142,15 +143,14 @@ def _nearest_in_box(emb: torch.Tensor, fg: torch.Tensor, vertex_embeddings: torc
     group = max(1, _PRUNE_BUDGET // max(len(vertex_embeddings), 1))
     for s in range(0, len(used), group):
         tiles = used[s : s + group]
-        out[tiles] = _nearest_in_tiles(e[tiles], m[tiles], vertex_embeddings, vv, fine, chunk)
+        out[tiles] = _nearest_in_tiles(e[tiles], m[tiles], vertex_embeddings, vv, coarse, fine, chunk)
     return out.reshape(ty, tx, coarse, coarse).permute(0, 2, 1, 3).reshape(ty * coarse, tx * coarse)[:h, :w]
 
 
 def _nearest_in_tiles(e: torch.Tensor, m: torch.Tensor, vertex_embeddings: torch.Tensor, vv: torch.Tensor,
-                      fine: int, chunk: int) -> torch.Tensor:
+                      coarse: int, fine: int, chunk: int) -> torch.Tensor:
     """`_nearest_in_box` on coarse tiles e (G, c*c, D) with masks m (G, c*c) -> (G, c*c) vertex ids, -1 off m."""
-    g, cc, d = e.shape
-    coarse = int(round(cc ** 0.5))
+    g, _, d = e.shape
     centre, radius = _tile_stats(e, m)
     dist = torch.cdist(centre, vertex_embeddings, compute_mode="donot_use_mm_for_euclid_dist")
     keep, counts = _candidates(dist, radius)
@@ -182,6 +182,15 @@ def _nearest_in_tiles(e: torch.Tensor, m: torch.Tensor, vertex_embeddings: torch
         res_f[rows] = sub_vids.gather(1, _argmin_last(scores)).reshape(n, k * k, fine * fine)
     res = res_f.reshape(g, k, k, fine, fine).permute(0, 1, 3, 2, 4).reshape(g, coarse * coarse)
     return res.where(m, torch.full_like(res, -1))
+
+
+def resample_to_box(embedding: torch.Tensor, coarse_segm: torch.Tensor, h: int, w: int
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """detectron2's resampling of a person's maps to its box: embedding (D, h, w) and coarse labels (h, w)
+    (bilinear, align_corners False; label = argmax over the coarse channels, 0 = background)."""
+    labels = F.interpolate(coarse_segm.unsqueeze(0), (h, w), mode="bilinear", align_corners=False).argmax(dim=1)[0]
+    emb = F.interpolate(embedding.unsqueeze(0), (h, w), mode="bilinear", align_corners=False)[0]
+    return emb, labels
 
 
 @torch.no_grad()  # an argmin: no gradient to keep
@@ -216,8 +225,7 @@ def closest_vertices(
     device = embedding.device
     vertex_embeddings = vertex_embeddings.to(device=device, dtype=embedding.dtype)
     chunk = chunk_size or max(1, _CHUNK_ELEMENTS // max(len(vertex_embeddings), 1))
-    labels = F.interpolate(coarse_segm.unsqueeze(0), (h, w), mode="bilinear", align_corners=False).argmax(dim=1)[0]
-    emb = F.interpolate(embedding.unsqueeze(0), (h, w), mode="bilinear", align_corners=False)[0]
+    emb, labels = resample_to_box(embedding, coarse_segm, h, w)
     if points is not None:
         py = torch.as_tensor(points[0], dtype=torch.long, device=device).reshape(-1)
         px = torch.as_tensor(points[1], dtype=torch.long, device=device).reshape(-1)
