@@ -11,7 +11,7 @@
 #   DEMO_OUTPUT=dir        where the model, logs, metrics and pictures go (default output/demo)
 #   DENSEPOSE_SYNTHETIC_ROOT=dir   the synthetic set (default datasets/synthetic_demo; generated if missing)
 #   DEMO_NUM_PROCS=N       training processes (default 2: one per core of a 2-core CPU, gloo DDP)
-#   DEMO_MAX_ITER=N        training iterations (default: the config's, 1400); the LR steps follow, the
+#   DEMO_MAX_ITER=N        training iterations (default: the config's, 1400); the LR decay follows (at 64/70), the
 #                          evaluations come every ~N/4 iterations (a multiple of the 20-iteration log period)
 #   DEMO_INT8_EVAL=0       skip the int8 ONNX evaluation (its picture, video and FPS are still made)
 set -euo pipefail
@@ -25,7 +25,7 @@ export DENSEPOSE_SYNTHETIC_ROOT=${DENSEPOSE_SYNTHETIC_ROOT:-datasets/synthetic_d
 NPROC=${DEMO_NUM_PROCS:-2}
 EXTRA=()
 if [ -n "${DEMO_MAX_ITER:-}" ]; then
-  EXTRA+=(SOLVER.MAX_ITER "$DEMO_MAX_ITER" SOLVER.STEPS "($((DEMO_MAX_ITER * 8 / 10)), $((DEMO_MAX_ITER * 95 / 100)))"
+  EXTRA+=(SOLVER.MAX_ITER "$DEMO_MAX_ITER" SOLVER.STEPS "($((DEMO_MAX_ITER * 64 / 70)),)"
           TEST.EVAL_PERIOD "$(( (DEMO_MAX_ITER / 80 > 0 ? DEMO_MAX_ITER / 80 : 1) * 20 ))")
 fi
 t0=$(date +%s)
