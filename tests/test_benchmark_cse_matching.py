@@ -31,7 +31,8 @@ def test_run_gives_exact_matches_for_every_method():
     assert [r["scene"] for r in rows] == ["random", "surface"]
     for r in rows:
         assert r["body_pixels"] > 300
-        for m in ("detectron2", "dense", "pruned"):
+        assert r["search_path"] == ("tiles" if r["scene"] == "random" else "tree")
+        for m in ("detectron2", "dense", "pruned", "search"):
             assert r[f"{m}_ms"] > 0 and r[f"{m}_agree"] > 0.99  # float64 brute force, up to near-ties
     table = format_table(rows)
     assert table.count("\n") == 3 and "| surface | 40x24 |" in table

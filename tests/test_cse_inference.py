@@ -132,25 +132,35 @@ def _smooth_vertex_field(num_vertices, size, noise, seed=0):
     return verts, field.t().reshape(16, size, size)
 
 
-@pytest.mark.parametrize("case", ["surface", "near the surface", "far from all vertices"])
-def test_box_matching_is_the_exact_nearest_vertex(case, monkeypatch):
-    """Every pixel of a box: the pruned search (tiles + triangle inequality) gives the nearest vertex that a
-    float64 brute force gives, except where two vertices are within float32 rounding of a tie; when pruning
-    cannot pay (embeddings far from all vertices) it is the dense search."""
-    import densepose_fnl.postprocess.cse as cse
+@pytest.mark.parametrize("case,path", [("surface", "tree"), ("near the surface", "tree"), ("surface", "tiles"),
+                                       ("near the surface", "tiles"), ("far from all vertices", "dense")])
+def test_box_matching_is_the_exact_nearest_vertex(case, path, monkeypatch):
+    """Every pixel of a box: the search `closest_vertices` picks (a KD-tree for vertices on a low-dimensional
+    surface; tiles + triangle inequality when told not to use one; the dense search where pruning cannot pay:
+    embeddings far from all vertices) gives the nearest vertex a float64 brute force gives, except where two
+    vertices are within float32 rounding of a tie."""
+    import densepose_fnl.postprocess.vertex_search as vs
 
     if case == "far from all vertices":
         g = torch.Generator().manual_seed(3)
         verts, field = torch.randn(4000, 16, generator=g), torch.randn(16, 64, 64, generator=g)
     else:
         verts, field = _smooth_vertex_field(4000, 64, 0.0 if case == "surface" else 0.1)
-    dense_calls = []
-    dense = cse._nearest_dense
-    monkeypatch.setattr(cse, "_nearest_dense", lambda *a: dense_calls.append(len(a[0])) or dense(*a))
+    calls = {"dense": [], "tiles": 0, "tree": 0}
+    dense, tiles, tree = vs._nearest_dense, vs._nearest_in_tiles, vs.VertexIndex.nearest_by_tree
+    monkeypatch.setattr(vs, "_nearest_dense", lambda *a: calls["dense"].append(len(a[0])) or dense(*a))
+    monkeypatch.setattr(vs, "_nearest_in_tiles", lambda *a: calls.__setitem__("tiles", calls["tiles"] + 1) or tiles(*a))
+    monkeypatch.setattr(vs.VertexIndex, "nearest_by_tree",
+                        lambda self, p: calls.__setitem__("tree", calls["tree"] + 1) or tree(self, p))
+    if path == "tiles":
+        monkeypatch.setattr(vs, "TREE_MAX_DIMENSION", -1.0)
+    index = vs.VertexIndex(verts)
+    assert (index.dimension < 3) == (case != "far from all vertices"), index.dimension  # two-NN: the surface is 2-D
     h, w = 130, 70
     segm = torch.zeros(2, 64, 64)
     segm[1, 4:60, 10:54] = 1.0  # body inside the box; background around it
-    out = closest_vertices(field, segm, (0, 0, w, h), verts)
+    out = closest_vertices(field, segm, (0, 0, w, h), index)
+    assert torch.equal(out, closest_vertices(field, segm, (0, 0, w, h), verts))  # tensor in: the same search
     emb = torch.nn.functional.interpolate(field[None], (h, w), mode="bilinear", align_corners=False)[0]
     fg = torch.nn.functional.interpolate(segm[None], (h, w), mode="bilinear", align_corners=False)[0].argmax(0) > 0
     assert fg.sum() > 4000 and (~fg).sum() > 1000
@@ -163,12 +173,32 @@ def test_box_matching_is_the_exact_nearest_vertex(case, monkeypatch):
     assert (gap[got != exact] < 1e-4).all(), gap.max()  # only near-ties differ (float32 rounding)
     assert (got == exact).float().mean() > 0.998
     # the evaluator's arithmetic (detectron2's distance matrix) agrees as closely
-    d2 = cse._nearest(px.float(), verts, 256)
+    d2 = vs._nearest(px.float(), verts, 256)
     assert (got == d2).float().mean() > 0.998
-    if case == "far from all vertices":
-        assert sum(dense_calls) == int(fg.sum())  # pruning kept most vertices: the dense search did it all
+    if path == "dense":
+        assert sum(calls["dense"]) == 2 * int(fg.sum()) and calls["tree"] == 0  # pruning kept most vertices
+    elif path == "tiles":
+        assert calls["dense"] == [] and calls["tiles"] > 0 and calls["tree"] == 0  # pruned all the way
     else:
-        assert dense_calls == []  # pruned all the way
+        assert calls["dense"] == [] and calls["tiles"] == 0 and calls["tree"] == 2
+
+
+def test_vertex_index_dimension_and_ties():
+    """The two-NN dimension: ~2 for vertices on a surface, ~D for random ones, inf for coincident ones (a
+    random-init embedder with zero features: no tree, whose tie-breaking would not be the dense argmin's)."""
+    from densepose_fnl.postprocess.vertex_search import VertexIndex, intrinsic_dimension
+
+    verts, _ = _smooth_vertex_field(3000, 8, 0.0)
+    assert 1.5 < intrinsic_dimension(verts) < 2.5
+    assert intrinsic_dimension(torch.randn(3000, 16, generator=torch.Generator().manual_seed(0))) > 8
+    same = torch.full((3000, 16), 0.25)
+    index = VertexIndex(same)
+    assert index.dimension == float("inf") and not index.uses_tree
+    field = torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(1))
+    segm = torch.ones(2, 8, 8)
+    segm[0] = 0
+    out = closest_vertices(field, segm, (0, 0, 40, 60), index)  # 2400 px: the tiles' path, ties -> vertex 0
+    assert out.shape == (60, 40) and (out == 0).all()
 
 
 def test_extract_results_filters_before_matching_and_maps_classes(scene):
@@ -369,16 +399,19 @@ def run_apply_net_cse(apply_net, cfg, tmp_path, body, d, emb, mds, capsys):
 # ---------------------------------------------------------------------------------------------- memory
 MEMORY_SCRIPT = r"""
 import resource, sys, torch
+import densepose_fnl.postprocess.vertex_search as vs
 from densepose_fnl.postprocess.cse import CseResultsConverter
 from densepose_fnl.structures import DensePoseEmbeddingPredictorOutput
 torch.set_num_threads(1)
+if sys.argv[2] == "surface-tiles":
+    vs.TREE_MAX_DIMENSION = -1.0  # the tiled search instead of the KD-tree
 V, D, S, N = 27554, 16, 64, int(sys.argv[1])
 segm = torch.full((N, 2, S, S), -1.0)
 if sys.argv[2] == "random":  # dense search: a small body (the time goes with its pixels, the memory with the box)
     emb = torch.nn.functional.normalize(torch.randn(V, D), dim=1)
     field = torch.randn(N, D, S, S)
     segm[:, 1, 30:33, 31:33] = 1.0
-else:  # pruned search: vertices on a smooth surface, a body filling most of the box with embeddings on it
+else:  # KD-tree (or tiles): vertices on a smooth surface, a body filling most of the box with embeddings on it
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(2, D, generator=g) * 3, torch.rand(D, generator=g) * 6.28
     emb = torch.cos(torch.rand(V, 2, generator=g) @ w + b)
@@ -395,11 +428,11 @@ print((peak - base) / 1024.0, int((res[0].vertices >= 0).sum()))
 """
 
 
-@pytest.mark.parametrize("search", ["random", "surface"])
+@pytest.mark.parametrize("search", ["random", "surface", "surface-tiles"])
 def test_vertex_maps_of_an_800x1333_image_stay_far_under_1_gb(search):
     """3 image-sized persons, SMPL's 27,554 vertices: the peak RSS the matching adds (chunked distances,
     box-size embedding) stays under 0.5 GB, for the dense search of a small body (measured in a fresh process:
-    ~0.3 GB) and the pruned search of bodies filling the image."""
+    ~0.3 GB) and the KD-tree / the tiled search of bodies filling the image."""
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, "3", search], capture_output=True, text=True,
                           env=env, timeout=300)

@@ -5,7 +5,8 @@
                               [--rounds 5] [--threads 2] [--vertices 27554] [--json OUT]
 
 Prints a markdown table: median ms of the previous dense search (detectron2's distance matrix), our dense
-search and the pruned search that `closest_vertices` runs, interleaved per round, and each one's agreement
+search, the tiled pruned search and `closest_vertices` (the shipping search: a KD-tree when the vertex
+embeddings lie on a low-dimensional surface, else the tiles), interleaved per round, and each one's agreement
 with a float64 brute force. The scenes (what they model) are described in densepose_fnl/analysis/cse_matching.py.
 """
 import argparse
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     rows = run(args.scenes, args.boxes, args.rounds, args.vertices,
-               progress=lambda r: print(f"{r['scene']} {r['box']}: pruned {r['pruned_ms']:.1f} ms", file=sys.stderr,
+               progress=lambda r: print(f"{r['scene']} {r['box']}: search {r['search_ms']:.1f} ms ({r['search_path']})", file=sys.stderr,
                                         flush=True))
     print(format_table(rows))
     if args.json:

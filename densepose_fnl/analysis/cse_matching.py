@@ -1,10 +1,11 @@
-"""Speed and exactness of the CSE pixel -> vertex matching (`postprocess.cse.closest_vertices`) by scene.
+"""Speed and exactness of the CSE pixel -> vertex matching (`postprocess.vertex_search.closest_vertices`) by scene.
 
-The matching's cost depends on the data: the pruned search (`_nearest_in_box`) pays when pixel embeddings
-lie near the vertex embeddings (a trained CSE model: its vertex embeddings vary smoothly over the mesh, a
-2-D surface in the 16-D embedding space, and its pixel embeddings are pulled onto that surface by the
-loss), and falls back to the dense search when they do not (a random-init model). No trained weights are
-here, so the scenes are synthetic and say what they model:
+The matching's cost depends on the data: the KD-tree and the pruned (tiled) search pay when the vertex
+embeddings lie on a low-dimensional surface and the pixel embeddings near it (a trained CSE model: its vertex
+embeddings vary smoothly over the mesh, a 2-D surface in the 16-D embedding space, and its pixel embeddings
+are pulled onto that surface by the loss); with random embeddings (a random-init model) the tiles fall back to
+the dense search and `closest_vertices` does not use a tree. No trained weights are here, so the scenes are
+synthetic and say what they model:
 
 * ``random``: vertices and the head's S x S map i.i.d. N(0, 1) (embeddings unrelated to the vertices, as a
   random-init model): the worst case.
@@ -15,7 +16,10 @@ here, so the scenes are synthetic and say what they model:
 
 Each scene at each box size runs, interleaved over rounds: ``detectron2`` (the dense search with
 detectron2's distance matrix and torch's argmin, 2^24 / V pixels per chunk: what this project ran before),
-``dense`` (`_nearest_dense` on every body pixel) and ``pruned`` (`closest_vertices`, the shipping path).
+``dense`` (`_nearest_dense` on every body pixel), ``pruned`` (the tiled search `_nearest_in_box`, with its
+dense fallback) and ``search`` (`closest_vertices` with the scene's `VertexIndex` built beforehand, as
+`CseResultsConverter` keeps it per mesh: the shipping path, the KD-tree when the vertices' dimension is low,
+else the tiles; the row says which).
 Agreement: share of body pixels whose vertex equals a float64 brute force's (differences are near-ties
 within float32 rounding).
 """
@@ -25,11 +29,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from ..postprocess import cse
+from ..postprocess import vertex_search as vs
 
-__all__ = ["SCENES", "format_table", "make_scene", "run"]
+__all__ = ["METHODS", "SCENES", "format_table", "make_scene", "run"]
 
 SCENES = ("random", "surface", "surface+0.1", "surface+0.3")
+METHODS = ("detectron2", "dense", "pruned", "search")
 HEAD_SIZE = 64  # B-CSE's S (embedding and coarse segmentation maps are S x S)
 EMBED_SIZE = 16
 
@@ -57,30 +62,34 @@ def make_scene(scene: str, num_vertices: int = 27554, seed: int = 0) -> Tuple[to
 
 
 def _detectron2_dense(pixels: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
-    return cse._nearest(pixels, verts, max(1, (1 << 24) // len(verts)))
+    return vs._nearest(pixels, verts, max(1, (1 << 24) // len(verts)))
 
 
 def _box_pixels(field, segm, h, w):
-    emb, labels = cse.resample_to_box(field, segm, h, w)
+    emb, labels = vs.resample_to_box(field, segm, h, w)
     fg = labels > 0
-    return emb.permute(1, 2, 0)[fg].contiguous(), fg
+    return emb, emb.permute(1, 2, 0)[fg].contiguous(), fg
 
 
 def run(scenes: Sequence[str] = SCENES, boxes: Sequence[Tuple[int, int]] = ((46, 21), (150, 80), (300, 160)),
-        rounds: int = 5, num_vertices: int = 27554, methods: Sequence[str] = ("detectron2", "dense", "pruned"),
+        rounds: int = 5, num_vertices: int = 27554, methods: Sequence[str] = METHODS,
         progress=None) -> List[Dict]:
     """One row per (scene, box): median ms per method (interleaved rounds) and agreement with float64."""
     rows = []
     for scene in scenes:
         verts, field, segm = make_scene(scene, num_vertices)
-        vv = verts.square().sum(1)
-        chunk = max(1, cse._CHUNK_ELEMENTS // len(verts))
+        index = vs.VertexIndex(verts)
+        if index.uses_tree:
+            index.nearest_by_tree(verts[:1])  # build the tree once, as a converter's first box does
+        vv = index.norms
+        chunk = max(1, vs._CHUNK_ELEMENTS // len(verts))
         for h, w in boxes:
-            pixels, fg = _box_pixels(field, segm, h, w)
+            emb, pixels, fg = _box_pixels(field, segm, h, w)
             calls = {
                 "detectron2": lambda: _detectron2_dense(pixels, verts),
-                "dense": lambda: cse._nearest_dense(pixels, verts, vv, chunk),
-                "pruned": lambda: cse.closest_vertices(field, segm, (0, 0, w, h), verts)[fg],
+                "dense": lambda: vs._nearest_dense(pixels, verts, vv, chunk),
+                "pruned": lambda: vs._nearest_in_box(emb, fg, verts, chunk)[fg],
+                "search": lambda: vs.closest_vertices(field, segm, (0, 0, w, h), index)[fg],
             }
             times: Dict[str, List[float]] = {m: [] for m in methods}
             results = {}
@@ -90,7 +99,8 @@ def run(scenes: Sequence[str] = SCENES, boxes: Sequence[Tuple[int, int]] = ((46,
                     results[m] = calls[m]()
                     times[m].append((time.perf_counter() - t0) * 1e3)
             exact = torch.cat([torch.cdist(p, verts.double()).argmin(1) for p in pixels.double().split(1024)])
-            row = {"scene": scene, "box": f"{h}x{w}", "body_pixels": int(fg.sum())}
+            row = {"scene": scene, "box": f"{h}x{w}", "body_pixels": int(fg.sum()),
+                   "vertex_dimension": index.dimension, "search_path": "tree" if index.uses_tree else "tiles"}
             for m in methods:
                 row[f"{m}_ms"] = statistics.median(times[m])
                 row[f"{m}_agree"] = float((results[m] == exact).float().mean())
@@ -100,13 +110,14 @@ def run(scenes: Sequence[str] = SCENES, boxes: Sequence[Tuple[int, int]] = ((46,
     return rows
 
 
-def format_table(rows: List[Dict], methods: Sequence[str] = ("detectron2", "dense", "pruned")) -> str:
+def format_table(rows: List[Dict], methods: Sequence[str] = METHODS) -> str:
     head = "| scene | box (HxW) | body px | " + " | ".join(f"{m} ms" for m in methods)
-    head += " | pruned vs detectron2 | agreement with float64 (" + " / ".join(methods) + ") |"
-    lines = [head, "|" + "---|" * (len(methods) + 5)]
+    head += " | search path | search vs detectron2 | agreement with float64 (" + " / ".join(methods) + ") |"
+    lines = [head, "|" + "---|" * (len(methods) + 6)]
     for r in rows:
-        speed = r["detectron2_ms"] / r["pruned_ms"] if "detectron2_ms" in r and "pruned_ms" in r else float("nan")
+        speed = r["detectron2_ms"] / r["search_ms"] if "detectron2_ms" in r and "search_ms" in r else float("nan")
         lines.append(f"| {r['scene']} | {r['box']} | {r['body_pixels']} | "
                      + " | ".join(f"{r[m + '_ms']:.1f}" for m in methods)
-                     + f" | {speed:.1f}x | " + " / ".join(f"{r[m + '_agree']:.4f}" for m in methods) + " |")
+                     + f" | {r['search_path']} (dim {r['vertex_dimension']:.1f}) | {speed:.1f}x | "
+                     + " / ".join(f"{r[m + '_agree']:.4f}" for m in methods) + " |")
     return "\n".join(lines)

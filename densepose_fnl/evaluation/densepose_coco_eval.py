@@ -228,14 +228,13 @@ def cse_detection_data(
     with CSE points, and ``cse_mask``: RLE of the box-size body mask (resized coarse segmentation argmax > 0).
     vertex_embeddings(mesh name) -> (V, D) tensor (the model's embedder)."""
     import torch
-    import torch.nn.functional as F
 
-    from ..postprocess.cse import closest_vertices
+    from ..postprocess.cse import resample_to_box, vertices_at_points
 
     coarse_segm = torch.as_tensor(coarse_segm, dtype=torch.float32)
     embedding = torch.as_tensor(embedding, dtype=torch.float32)
     h, w = max(int(bbox[3]), 1), max(int(bbox[2]), 1)
-    labels = F.interpolate(coarse_segm[None], (h, w), mode="bilinear", align_corners=False)[0].argmax(0)
+    emb, labels = resample_to_box(embedding, coarse_segm, h, w)  # once per detection, for all its GTs
     mask = np.asfortranarray((labels > 0).numpy().astype(np.uint8))
     vertices = {}
     for gt in gts:
@@ -246,10 +245,8 @@ def cse_detection_data(
             continue
         valid = pts > -1
         out = np.full(len(pts), -1, dtype=np.int32)
-        out[valid] = closest_vertices(
-            embedding, coarse_segm, bbox, torch.as_tensor(vertex_embeddings(gt["ref_model"])),
-            points=(py[valid], px[valid]),
-        ).numpy()
+        out[valid] = vertices_at_points(emb, labels, (py[valid], px[valid]),
+                                        torch.as_tensor(vertex_embeddings(gt["ref_model"]))).numpy()
         vertices[int(gt["id"])] = out
     return {"cse_vertices": vertices, "cse_mask": mask_utils.encode(mask)}
 
