@@ -188,8 +188,13 @@ def test_vertex_index_dimension_and_ties():
     random-init embedder with zero features: no tree, whose tie-breaking would not be the dense argmin's)."""
     from densepose_fnl.postprocess.vertex_search import VertexIndex, intrinsic_dimension
 
-    verts, _ = _smooth_vertex_field(3000, 8, 0.0)
+    verts, field = _smooth_vertex_field(3000, 8, 0.0)
     assert 1.5 < intrinsic_dimension(verts) < 2.5
+    # the tree is taken for pixels near that surface, not for pixels far off it (a tree visits most leaves)
+    surface = VertexIndex(verts)
+    on = field.reshape(16, -1).t()
+    assert surface.uses_tree and surface.tree_pays(on)
+    assert not surface.tree_pays(on + torch.randn(on.shape, generator=torch.Generator().manual_seed(2)))
     assert intrinsic_dimension(torch.randn(3000, 16, generator=torch.Generator().manual_seed(0))) > 8
     same = torch.full((3000, 16), 0.25)
     index = VertexIndex(same)

@@ -11,7 +11,7 @@ synthetic and say what they model:
   random-init model): the worst case.
 * ``surface``: vertices at uniform random points of a smooth surface in 16-D (cos(uv W + b), W ~ 3 N(0, 1):
   one to two oscillations per chart direction), the head map at points of that surface (a perfect fit).
-* ``surface+0.1`` / ``surface+0.3``: the same, plus N(0, sigma) off-surface noise per head pixel (an
+* ``surface+0.1`` / ``+0.2`` / ``+0.3``: the same, plus N(0, sigma) off-surface noise per head pixel (an
   imperfect fit; the surface's coordinates have a standard deviation of ~0.7).
 
 Each scene at each box size runs, interleaved over rounds: ``detectron2`` (the dense search with
@@ -33,7 +33,7 @@ from ..postprocess import vertex_search as vs
 
 __all__ = ["METHODS", "SCENES", "format_table", "make_scene", "run"]
 
-SCENES = ("random", "surface", "surface+0.1", "surface+0.3")
+SCENES = ("random", "surface", "surface+0.1", "surface+0.2", "surface+0.3")
 METHODS = ("detectron2", "dense", "pruned", "search")
 HEAD_SIZE = 64  # B-CSE's S (embedding and coarse segmentation maps are S x S)
 EMBED_SIZE = 16
@@ -100,7 +100,7 @@ def run(scenes: Sequence[str] = SCENES, boxes: Sequence[Tuple[int, int]] = ((46,
                     times[m].append((time.perf_counter() - t0) * 1e3)
             exact = torch.cat([torch.cdist(p, verts.double()).argmin(1) for p in pixels.double().split(1024)])
             row = {"scene": scene, "box": f"{h}x{w}", "body_pixels": int(fg.sum()),
-                   "vertex_dimension": index.dimension, "search_path": "tree" if index.uses_tree else "tiles"}
+                   "vertex_dimension": index.dimension, "search_path": "tree" if index.tree_pays(pixels) else "tiles"}
             for m in methods:
                 row[f"{m}_ms"] = statistics.median(times[m])
                 row[f"{m}_agree"] = float((results[m] == exact).float().mean())

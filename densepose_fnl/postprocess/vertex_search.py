@@ -196,24 +196,33 @@ def resample_to_box(embedding: torch.Tensor, coarse_segm: torch.Tensor, h: int, 
 TREE_MAX_DIMENSION = 5.0  # two-NN dimension of the vertex embeddings up to which the KD-tree pays (surface: ~2)
 _DIMENSION_SAMPLE = 256  # vertices whose two nearest neighbours estimate the dimension
 _TREE_QUERY_PIXELS = 1 << 16  # pixels per KD-tree query (bounds the float64 copy of the pixels)
+TREE_MAX_OFFSET = 15.0  # pixels' median distance to the vertices, in vertex spacings, up to which the tree pays
+_TREE_PROBE = 64  # pixels whose exact nearest-vertex distance estimates that offset
+
+
+def _two_nn(points: torch.Tensor, sample: int) -> Tuple[float, float]:
+    """(two-NN dimension, median nearest-neighbour distance) of the rows of points (N, D); see
+    `intrinsic_dimension`."""
+    n = len(points)
+    if n < 3:
+        return math.inf, 0.0
+    idx = torch.linspace(0, n - 1, min(sample, n)).round().long().unique()
+    d = torch.cdist(points[idx].float(), points.float(), compute_mode="donot_use_mm_for_euclid_dist")
+    d[torch.arange(len(idx)), idx] = math.inf  # not its own neighbour
+    r = d.topk(2, dim=1, largest=False).values
+    spacing = float(r[:, 0].median())
+    ok = r[:, 0] > 0
+    if int(ok.sum()) * 2 < len(idx):
+        return math.inf, spacing
+    log_ratio = torch.log(r[ok, 1] / r[ok, 0]).sum()
+    return (float(ok.sum() / log_ratio) if log_ratio > 0 else math.inf), spacing
 
 
 def intrinsic_dimension(points: torch.Tensor, sample: int = _DIMENSION_SAMPLE) -> float:
     """Two-NN estimate (Facco et al. 2017) of the dimension of the set the rows of points (N, D) lie on:
     N' / sum log(r2 / r1) over an evenly spaced sample of N' rows, r1 <= r2 their distances to their two
     nearest other rows. inf when most sampled rows coincide with another (no dimension: all ties)."""
-    n = len(points)
-    if n < 3:
-        return math.inf
-    idx = torch.linspace(0, n - 1, min(sample, n)).round().long().unique()
-    d = torch.cdist(points[idx].float(), points.float(), compute_mode="donot_use_mm_for_euclid_dist")
-    d[torch.arange(len(idx)), idx] = math.inf  # not its own neighbour
-    r = d.topk(2, dim=1, largest=False).values
-    ok = r[:, 0] > 0
-    if int(ok.sum()) * 2 < len(idx):
-        return math.inf
-    log_ratio = torch.log(r[ok, 1] / r[ok, 0]).sum()
-    return float(ok.sum() / log_ratio) if log_ratio > 0 else math.inf
+    return _two_nn(points, sample)[0]
 
 
 class VertexIndex:
@@ -230,7 +239,7 @@ class VertexIndex:
             raise ValueError(f"vertex embeddings must be (V, D), got {tuple(embeddings.shape)}")
         self.embeddings = embeddings.detach().float().contiguous()
         self.norms = self.embeddings.square().sum(1)
-        self._dimension: Optional[float] = None
+        self._two_nn: Optional[Tuple[float, float]] = None
         self._tree = None
 
     def __len__(self) -> int:
@@ -238,13 +247,32 @@ class VertexIndex:
 
     @property
     def dimension(self) -> float:
-        if self._dimension is None:
-            self._dimension = intrinsic_dimension(self.embeddings)
-        return self._dimension
+        """Two-NN intrinsic dimension of the vertex embeddings (`intrinsic_dimension`)."""
+        if self._two_nn is None:
+            self._two_nn = _two_nn(self.embeddings, _DIMENSION_SAMPLE)
+        return self._two_nn[0]
+
+    @property
+    def spacing(self) -> float:
+        """Median distance of a vertex embedding to its nearest other one."""
+        self.dimension
+        return self._two_nn[1]
 
     @property
     def uses_tree(self) -> bool:
+        """Whether boxes may take the KD-tree: CPU embeddings of low dimension."""
         return self.embeddings.device.type == "cpu" and self.dimension <= TREE_MAX_DIMENSION
+
+    def tree_pays(self, pixels: torch.Tensor) -> bool:
+        """Whether the KD-tree pays for these pixel embeddings (P, D): it does when they lie near the vertex
+        surface (the median nearest-vertex distance of an evenly spaced probe of `_TREE_PROBE` pixels, exact,
+        <= TREE_MAX_OFFSET x the vertices' spacing); further off it, the ball a tree must search holds
+        ever more vertices and the dense / tiled search wins."""
+        if not self.uses_tree or len(pixels) == 0:
+            return False
+        probe = pixels[torch.linspace(0, len(pixels) - 1, min(_TREE_PROBE, len(pixels))).round().long()]
+        offset = torch.cdist(probe.float(), self.embeddings, compute_mode="donot_use_mm_for_euclid_dist").amin(1)
+        return float(offset.median()) <= TREE_MAX_OFFSET * self.spacing
 
     def nearest_by_tree(self, pixels: torch.Tensor) -> torch.Tensor:
         """Exact nearest vertex of each row of pixels (P, D) by the KD-tree (float64 distances) -> (P,) long."""
@@ -327,10 +355,11 @@ def closest_vertices(
         return out
     index = _index_of(vertex_embeddings, emb)
     chunk = chunk_size or max(1, _CHUNK_ELEMENTS // max(len(index), 1))
-    if index.uses_tree:
-        out[fg] = index.nearest_by_tree(emb.permute(1, 2, 0)[fg])
+    pixels = emb.permute(1, 2, 0)[fg]
+    if index.tree_pays(pixels):
+        out[fg] = index.nearest_by_tree(pixels)
     elif n_fg >= _PRUNE_MIN_PIXELS:
         return _nearest_in_box(emb, fg, index.embeddings, chunk)
     else:
-        out[fg] = _nearest_dense(emb.permute(1, 2, 0)[fg], index.embeddings, index.norms, chunk)
+        out[fg] = _nearest_dense(pixels, index.embeddings, index.norms, chunk)
     return out
