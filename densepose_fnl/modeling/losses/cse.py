@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.meshes import MeshCatalog
-from ...postprocess.cse import squared_euclidean_distance_matrix
+from ...postprocess.vertex_search import squared_euclidean_distance_matrix
 from ...structures import Instances
 from ...structures.mesh import create_mesh
 from ..densepose.embedder import normalize_embeddings
