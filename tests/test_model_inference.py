@@ -18,13 +18,16 @@ from densepose_fnl.utils.bn_calibration import calibrate_batchnorm
 REPO = Path(__file__).resolve().parents[1]
 
 
+def b_config():
+    return load_config(str(REPO / "configs/mobile_parsing_rcnn_b.yaml"),
+                       ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+                        "TEST.DETECTIONS_PER_IMAGE", 5, "MODEL.RPN.POST_NMS_TOPK_TEST", 50])
+
+
 @pytest.fixture(scope="module")
 def model_b():
     torch.manual_seed(0)
-    cfg = load_config(str(REPO / "configs/mobile_parsing_rcnn_b.yaml"),
-                      ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
-                       "TEST.DETECTIONS_PER_IMAGE", 5, "MODEL.RPN.POST_NMS_TOPK_TEST", 50])
-    model = build_model(cfg).eval()
+    model = build_model(b_config()).eval()
     calib = [{"image": (torch.rand(3, 96, 128) * 255).to(torch.uint8)}]
     calibrate_batchnorm(model, lambda: (model(calib) for _ in range(1)))
     return model
@@ -148,3 +151,49 @@ def test_anchors_at_selected_indices_equal_the_full_grid():
     for level, f in enumerate(feats):
         idx = torch.randperm(full[level].shape[0], generator=torch.Generator().manual_seed(level))[:50]
         assert torch.equal(gen.anchors_at(level, f, idx), full[level][idx])
+
+
+def test_threaded_roi_align_equals_torchvisions_bit_for_bit():
+    from densepose_fnl.layers import roi_align as threaded
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 40, 56, generator=g).contiguous(memory_format=torch.channels_last)
+    n = 4 * threaded.MIN_ROIS_PER_THREAD + 3  # uneven parts
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([200.0, 150.0])
+    rois = torch.cat([torch.randint(0, 2, (n, 1), generator=g).float(), xy,
+                      xy + 5 + 80 * torch.rand(n, 2, generator=g)], 1)
+    want = roi_align(x, rois, (7, 7), 0.25, 0, True)
+    threads, pool = torch.get_num_threads(), threaded._pool
+    torch.set_num_threads(2)  # the split needs >= 2 intra-op threads
+    try:
+        threaded._pool = None
+        assert torch.equal(threaded.threaded_roi_align(x, rois, (7, 7), 0.25, 0, True), want)
+        assert threaded._pool is not None  # it did split
+        # with autograd it is torchvision's one call: same gradients as training always had
+        xg = x.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(threaded.threaded_roi_align(xg, rois, (7, 7), 0.25, 0, True).square().sum(), xg)
+    finally:
+        torch.set_num_threads(threads)
+        threaded._pool = pool
+    xg = x.detach().requires_grad_()
+    (grad_want,) = torch.autograd.grad(roi_align(xg, rois, (7, 7), 0.25, 0, True).square().sum(), xg)
+    assert torch.equal(grad, grad_want)
+
+
+def test_eval_holds_conv_weights_channels_last_and_training_contiguous(model_b, tmp_path):
+    convs = [m.weight for m in model_b.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert not model_b.training and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    x = {"image": (torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)}
+    with torch.no_grad():
+        want = model_b([x])[0]["instances"]
+    model_b.train()
+    try:
+        assert all(w.is_contiguous() for w in convs)  # the same parameters, converted in place
+        torch.save(model_b.state_dict(), tmp_path / "w.pth")
+    finally:
+        model_b.eval()
+    fresh = build_model(b_config())  # training mode: contiguous weights take the checkpoint
+    fresh.load_state_dict(torch.load(tmp_path / "w.pth"))
+    with torch.no_grad():
+        got = fresh.eval()([x])[0]["instances"]
+    assert torch.equal(got.pred_boxes, want.pred_boxes) and torch.equal(got.scores, want.scores)

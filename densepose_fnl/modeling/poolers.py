@@ -10,7 +10,9 @@ from typing import List, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align, roi_pool
+from torchvision.ops import roi_pool
+
+from ..layers.roi_align import threaded_roi_align
 
 
 def boxes_to_pooler_format(box_lists: List[torch.Tensor]) -> torch.Tensor:
@@ -53,7 +55,7 @@ class ROIPooler(nn.Module):
         x = x.float()
         if self.pooler_type == "ROIPool":
             return roi_pool(x, rois, self.output_size, scale)
-        return roi_align(x, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
+        return threaded_roi_align(x, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
     def forward(self, x: List[torch.Tensor], box_lists: List[torch.Tensor]) -> torch.Tensor:
         if len(x) != len(self.scales):
