@@ -179,21 +179,3 @@ def test_threaded_roi_align_equals_torchvisions_bit_for_bit():
     (grad_want,) = torch.autograd.grad(roi_align(xg, rois, (7, 7), 0.25, 0, True).square().sum(), xg)
     assert torch.equal(grad, grad_want)
 
-
-def test_eval_holds_conv_weights_channels_last_and_training_contiguous(model_b, tmp_path):
-    convs = [m.weight for m in model_b.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert not model_b.training and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    x = {"image": (torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)}
-    with torch.no_grad():
-        want = model_b([x])[0]["instances"]
-    model_b.train()
-    try:
-        assert all(w.is_contiguous() for w in convs)  # the same parameters, converted in place
-        torch.save(model_b.state_dict(), tmp_path / "w.pth")
-    finally:
-        model_b.eval()
-    fresh = build_model(b_config())  # training mode: contiguous weights take the checkpoint
-    fresh.load_state_dict(torch.load(tmp_path / "w.pth"))
-    with torch.no_grad():
-        got = fresh.eval()([x])[0]["instances"]
-    assert torch.equal(got.pred_boxes, want.pred_boxes) and torch.equal(got.scores, want.scores)

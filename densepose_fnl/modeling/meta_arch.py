@@ -54,14 +54,6 @@ class GeneralizedRCNN(nn.Module):
                    roi_heads=build_roi_heads(cfg, shapes), pixel_mean=cfg.MODEL.PIXEL_MEAN,
                    pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT)
 
-    def train(self, mode: bool = True) -> "GeneralizedRCNN":
-        """Eval mode holds the conv weights channels-last (inference feeds channels-last images): mkldnn's
-        CPU convolutions, the depthwise ones above all, run ~20 % faster so; values change by float rounding
-        only, and an export's graph and initializers are the same. Training keeps the contiguous layout its
-        schedules and reproducible figures were obtained with."""
-        super().train(mode)
-        return self.to(memory_format=torch.contiguous_format if mode else torch.channels_last)
-
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
@@ -89,7 +81,6 @@ class GeneralizedRCNN(nn.Module):
 
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True) -> List[Dict[str, Instances]]:
         images, sizes = self.preprocess_image(batched_inputs)
-        images = images.contiguous(memory_format=torch.channels_last)  # see train()
         features = self.backbone(images)
         proposals, _ = self.proposal_generator(sizes, features, None)
         results, _ = self.roi_heads(sizes, features, proposals, None)
