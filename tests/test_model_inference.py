@@ -18,16 +18,13 @@ from densepose_fnl.utils.bn_calibration import calibrate_batchnorm
 REPO = Path(__file__).resolve().parents[1]
 
 
-def b_config():
-    return load_config(str(REPO / "configs/mobile_parsing_rcnn_b.yaml"),
-                       ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
-                        "TEST.DETECTIONS_PER_IMAGE", 5, "MODEL.RPN.POST_NMS_TOPK_TEST", 50])
-
-
 @pytest.fixture(scope="module")
 def model_b():
     torch.manual_seed(0)
-    model = build_model(b_config()).eval()
+    cfg = load_config(str(REPO / "configs/mobile_parsing_rcnn_b.yaml"),
+                      ["MODEL.TIMMNETS.PRETRAINED", False, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+                       "TEST.DETECTIONS_PER_IMAGE", 5, "MODEL.RPN.POST_NMS_TOPK_TEST", 50])
+    model = build_model(cfg).eval()
     calib = [{"image": (torch.rand(3, 96, 128) * 255).to(torch.uint8)}]
     calibrate_batchnorm(model, lambda: (model(calib) for _ in range(1)))
     return model
@@ -178,4 +175,3 @@ def test_threaded_roi_align_equals_torchvisions_bit_for_bit():
     xg = x.detach().requires_grad_()
     (grad_want,) = torch.autograd.grad(roi_align(xg, rois, (7, 7), 0.25, 0, True).square().sum(), xg)
     assert torch.equal(grad, grad_want)
-

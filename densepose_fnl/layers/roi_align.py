@@ -6,6 +6,7 @@ RoI is computed on its own, so splitting them gives the same values bit for bit;
 GIL. Only without autograd: split, the backward pass would sum the parts' gradients in another order, and
 training stays bit for bit what it was. Exported and compiled graphs keep the one op (ONNX Runtime
 parallelises its RoiAlign itself)."""
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple
 
@@ -17,10 +18,10 @@ MIN_ROIS_PER_THREAD = 32
 _pool: Optional[ThreadPoolExecutor] = None
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
+def _executor() -> ThreadPoolExecutor:
     global _pool
-    if _pool is None or _pool._max_workers < workers:
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roi_align")
+    if _pool is None:  # threads start lazily, as parts are submitted: one per CPU is only an upper bound
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="roi_align")
     return _pool
 
 
@@ -36,6 +37,6 @@ def threaded_roi_align(x: torch.Tensor, rois: torch.Tensor, output_size: Tuple[i
     x = x.contiguous()  # the kernel's own layout, made once rather than by every part
     chunks = torch.tensor_split(rois, parts)
     args = (output_size, spatial_scale, sampling_ratio, aligned)
-    futures = [_executor(parts - 1).submit(roi_align, x, c, *args) for c in chunks[1:]]
+    futures = [_executor().submit(roi_align, x, c, *args) for c in chunks[1:]]
     first = roi_align(x, chunks[0], *args)
     return torch.cat([first] + [f.result() for f in futures])
