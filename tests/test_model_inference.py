@@ -151,7 +151,7 @@ def test_anchors_at_selected_indices_equal_the_full_grid():
 
 
 def test_threaded_roi_align_equals_torchvisions_bit_for_bit():
-    from densepose_fnl.layers import roi_align as threaded
+    from densepose_fnl.layers import eager_threads, roi_align as threaded
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 8, 40, 56, generator=g).contiguous(memory_format=torch.channels_last)
@@ -160,18 +160,92 @@ def test_threaded_roi_align_equals_torchvisions_bit_for_bit():
     rois = torch.cat([torch.randint(0, 2, (n, 1), generator=g).float(), xy,
                       xy + 5 + 80 * torch.rand(n, 2, generator=g)], 1)
     want = roi_align(x, rois, (7, 7), 0.25, 0, True)
-    threads, pool = torch.get_num_threads(), threaded._pool
+    threads, pool = torch.get_num_threads(), eager_threads._pool
     torch.set_num_threads(2)  # the split needs >= 2 intra-op threads
     try:
-        threaded._pool = None
+        eager_threads._pool = None
         assert torch.equal(threaded.threaded_roi_align(x, rois, (7, 7), 0.25, 0, True), want)
-        assert threaded._pool is not None  # it did split
+        assert eager_threads._pool is not None  # it did split
         # with autograd it is torchvision's one call: same gradients as training always had
         xg = x.detach().requires_grad_()
         (grad,) = torch.autograd.grad(threaded.threaded_roi_align(xg, rois, (7, 7), 0.25, 0, True).square().sum(), xg)
     finally:
         torch.set_num_threads(threads)
-        threaded._pool = pool
+        eager_threads._pool = pool
     xg = x.detach().requires_grad_()
     (grad_want,) = torch.autograd.grad(roi_align(xg, rois, (7, 7), 0.25, 0, True).square().sum(), xg)
     assert torch.equal(grad, grad_want)
+
+
+def _grouped_boxes(n=600, groups=5, seed=0):
+    """Crowded boxes on a quarter-pixel grid (exact in float32 with or without the batched-NMS offsets, so both
+    NMS forms see the same IoUs), distinct scores, in `groups` interleaved groups."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.randint(0, 400, (n, 2), generator=g).float() / 4
+    wh = torch.randint(8, 160, (n, 2), generator=g).float() / 4
+    return torch.cat([xy, xy + wh], 1), torch.randperm(n, generator=g).float() / n, \
+        torch.randint(0, groups, (n,), generator=g)
+
+
+@pytest.mark.parametrize("max_keep", [-1, 37])
+def test_nms_per_group_on_threads_equals_the_single_call(monkeypatch, max_keep):
+    from densepose_fnl.layers import nms as nms_module
+
+    boxes, scores, groups = _grouped_boxes()
+    want = nms_module.batched_nms(boxes, scores, groups, 0.5, max_keep)  # split_groups=False: one call
+    assert 37 < len(nms_module.batched_nms(boxes, scores, groups, 0.5)) < len(boxes)  # it suppresses; the cap cuts
+    calls = []
+    spy = nms_module._nms_per_group
+    monkeypatch.setattr(nms_module, "_nms_per_group", lambda *a: calls.append(a[-1]) or spy(*a))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            got = nms_module.batched_nms(boxes, scores, groups, 0.5, max_keep, split_groups=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [2]  # the per-group path ran, on 2 threads
+    assert torch.equal(got, want)
+
+
+def test_nms_per_group_orders_ties_by_index():
+    from densepose_fnl.layers.nms import _nms_per_group
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [40, 40, 50, 50]])
+    scores = torch.tensor([0.5, 0.9, 0.5, 0.5])
+    # boxes 0 and 2 coincide but lie in different groups: both kept; equal scores go by index
+    assert _nms_per_group(boxes, scores, torch.tensor([1, 0, 0, 2]), 0.5, 2).tolist() == [1, 0, 2, 3]
+    assert _nms_per_group(boxes, scores, torch.tensor([0, 0, 0, 2]), 0.5, 2).tolist() == [1, 0, 3]
+    assert _nms_per_group(boxes[:0], scores[:0], torch.zeros(0, dtype=torch.long), 0.5, 2).numel() == 0
+
+
+def test_channels_last_inference_feeds_the_network_channels_last_and_changes_only_rounding(model_b):
+    image = (torch.rand(3, 120, 150, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
+    seen = []
+    hook = model_b.backbone.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    outs = {}
+    try:
+        for layout in (False, True):
+            model_b.channels_last_inference = layout
+            with torch.no_grad():
+                outs[layout] = model_b([{"image": image}])[0]["instances"]
+    finally:
+        model_b.channels_last_inference = False
+        hook.remove()
+    assert seen == [False, True]
+    a, b = outs[False], outs[True]
+    assert len(a) == len(b) > 0
+    torch.testing.assert_close(b.pred_boxes, a.pred_boxes, atol=1e-3, rtol=0)
+    torch.testing.assert_close(b.scores, a.scores, atol=1e-5, rtol=0)
+    for field in ("coarse_segm", "fine_segm", "u", "v"):
+        # float rounding of other accumulation orders (measured 1.4e-4 at most, 5e-5 relative)
+        torch.testing.assert_close(getattr(b.pred_densepose, field), getattr(a.pred_densepose, field), atol=1e-4,
+                                   rtol=1e-4)
+
+
+def test_channels_last_inference_is_the_mobile_configs_choice():
+    assert load_config(str(REPO / "configs/mobile_parsing_rcnn_b_s3x.yaml"), []).TEST.CHANNELS_LAST
+    assert not load_config(str(REPO / "configs/densepose_rcnn_R_50_FPN.yaml"), []).TEST.CHANNELS_LAST
+    cfg = load_config(str(REPO / "configs/mobile_parsing_rcnn_b.yaml"), ["MODEL.TIMMNETS.PRETRAINED", False])
+    assert build_model(cfg).channels_last_inference

@@ -334,6 +334,8 @@ _C.TEST.EXPECTED_RESULTS = []
 _C.TEST.EVAL_PERIOD = 0
 _C.TEST.KEYPOINT_OKS_SIGMAS = []
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+# eager CPU inference on a channels-last image (faster convs, float-rounding differences; not detectron2's)
+_C.TEST.CHANNELS_LAST = False
 _C.TEST.AUG = CN({"ENABLED": False})
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
 _C.TEST.AUG.MAX_SIZE = 4000

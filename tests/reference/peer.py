@@ -24,6 +24,13 @@ SHARED_PEER = REPO.parent / "shared" / "reference-peer"
 ENV_PEER_PYTHON = "DENSEPOSE_REFERENCE_PYTHON"
 
 
+def our_opts(model: dict) -> list:
+    """Our side's extra config options for a compared model: the authors' Mobile Parsing R-CNN YAMLs run as our
+    own B configs do (configs/Base-Mobile-Parsing-RCNN.yaml: eager inference on a channels-last image), so
+    the oracle checks the layout our users get; detectron2's YAMLs keep detectron2's defaults."""
+    return ["TEST.CHANNELS_LAST", True] if model["kind"] == "authors" else []
+
+
 def find_peer_python() -> Optional[Path]:
     env = os.environ.get(ENV_PEER_PYTHON, "")
     path = Path(env).expanduser() if env else REPO / ".venv-reference" / "bin" / "python"

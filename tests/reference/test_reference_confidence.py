@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from chart_compare import assert_same_chart, tie_pixels
-from peer import SHARED_PEER, run_peer
+from peer import SHARED_PEER, our_opts, run_peer
 
 from densepose_fnl.config import load_config
 from densepose_fnl.engine import DefaultPredictor
@@ -96,7 +96,7 @@ def test_same_weights_same_outputs_and_confidences(reference, images, model):
     absent = [n for n in CONFIDENCE_NAMES if n not in model["confidences"]]
     compared = 0
     for min_size in MIN_SIZES:
-        cfg = load_config(model["config"], model["opts"] + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
+        cfg = load_config(model["config"], model["opts"] + our_opts(model) + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
                                                              str(reference / f"{model['name']}.pth")])
         predictor = DefaultPredictor(cfg)  # strict loading: every weight, confidence layers too, from the peer
         for path in images:

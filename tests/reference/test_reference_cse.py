@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from peer import SHARED_PEER, run_peer
+from peer import SHARED_PEER, our_opts, run_peer
 
 from densepose_fnl.config import load_config
 from densepose_fnl.engine import DefaultPredictor
@@ -76,7 +76,7 @@ def test_same_weights_same_embeddings(reference, images, model):
     assert ref["calibrated_layers"] > 0 and ref["predictor_type"] == "DensePoseEmbeddingPredictor"
     compared = 0
     for min_size in MIN_SIZES:
-        cfg = load_config(model["config"], model["opts"] + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
+        cfg = load_config(model["config"], model["opts"] + our_opts(model) + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
                                                              str(reference / f"{model['name']}.pth")])
         predictor = DefaultPredictor(cfg)  # strict loading: every weight and the features buffer from the peer
         embedder = predictor.model.roi_heads.embedder

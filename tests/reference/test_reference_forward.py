@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from chart_compare import assert_same_chart, tie_pixels
-from peer import SHARED_PEER, run_peer
+from peer import SHARED_PEER, our_opts, run_peer
 
 from densepose_fnl.config import load_config
 from densepose_fnl.engine import DefaultPredictor
@@ -70,7 +70,7 @@ def test_same_weights_same_outputs(reference, images, model):
     assert ref["calibrated_layers"] > 0
     compared = 0
     for min_size in MIN_SIZES:
-        cfg = load_config(model["config"], model["opts"] + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
+        cfg = load_config(model["config"], model["opts"] + our_opts(model) + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
                                                              str(reference / f"{model['name']}.pth")])
         predictor = DefaultPredictor(cfg)  # strict loading: every weight comes from the peer's file
         for path in images:

@@ -156,7 +156,8 @@ class RPN(nn.Module):
         boxes = clip_boxes(boxes, height, width)
         keep = (finite & nonempty(boxes, self.min_box_size)).nonzero()[:, 0]
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms(boxes, scores, levels, self.nms_thresh, max_keep=self.post_nms_topk[self.training])
+        keep = batched_nms(boxes, scores, levels, self.nms_thresh, max_keep=self.post_nms_topk[self.training],
+                           split_groups=not self.training)
         return boxes[keep], scores[keep]
 
     def predictions(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:

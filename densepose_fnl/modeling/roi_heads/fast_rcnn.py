@@ -33,7 +33,7 @@ def fast_rcnn_inference_single_image(boxes: torch.Tensor, scores: torch.Tensor, 
     valid = torch.isfinite(boxes).all(dim=2).all(dim=1) & torch.isfinite(scores).all(dim=1)
     idx = ((scores > score_thresh) & valid[:, None]).nonzero()
     boxes, scores, classes = boxes[idx[:, 0], idx[:, 1]], scores[idx[:, 0], idx[:, 1]], idx[:, 1]
-    keep = batched_nms(boxes, scores, classes, nms_thresh, max_keep=topk_per_image)
+    keep = batched_nms(boxes, scores, classes, nms_thresh, max_keep=topk_per_image, split_groups=True)
     return boxes[keep], scores[keep], classes[keep]
 
 
