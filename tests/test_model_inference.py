@@ -192,8 +192,6 @@ def test_nms_per_group_on_threads_equals_the_single_call(monkeypatch, max_keep):
     from densepose_fnl.layers import nms as nms_module
 
     boxes, scores, groups = _grouped_boxes()
-    want = nms_module.batched_nms(boxes, scores, groups, 0.5, max_keep)  # split_groups=False: one call
-    assert 37 < len(nms_module.batched_nms(boxes, scores, groups, 0.5)) < len(boxes)  # it suppresses; the cap cuts
     calls = []
     spy = nms_module._nms_per_group
     monkeypatch.setattr(nms_module, "_nms_per_group", lambda *a: calls.append(a[-1]) or spy(*a))
@@ -201,10 +199,13 @@ def test_nms_per_group_on_threads_equals_the_single_call(monkeypatch, max_keep):
     torch.set_num_threads(2)
     try:
         with torch.no_grad():
+            want = nms_module.batched_nms(boxes, scores, groups, 0.5, max_keep)  # what training runs: one call
+            assert calls == []
             got = nms_module.batched_nms(boxes, scores, groups, 0.5, max_keep, split_groups=True)
     finally:
         torch.set_num_threads(threads)
     assert calls == [2]  # the per-group path ran, on 2 threads
+    assert 37 < len(nms_module.batched_nms(boxes, scores, groups, 0.5)) < len(boxes)  # it suppresses; the cap cuts
     assert torch.equal(got, want)
 
 
@@ -249,3 +250,24 @@ def test_channels_last_inference_is_the_mobile_configs_choice():
     assert not load_config(str(REPO / "configs/densepose_rcnn_R_50_FPN.yaml"), []).TEST.CHANNELS_LAST
     cfg = load_config(str(REPO / "configs/mobile_parsing_rcnn_b.yaml"), ["MODEL.TIMMNETS.PRETRAINED", False])
     assert build_model(cfg).channels_last_inference
+
+
+def test_rpn_splits_nms_groups_in_inference_only(model_b, monkeypatch):
+    from densepose_fnl.modeling.proposal_generator import rpn as rpn_module
+
+    seen = []
+    real = rpn_module.batched_nms
+    monkeypatch.setattr(rpn_module, "batched_nms", lambda *a, **k: seen.append(k["split_groups"]) or real(*a, **k))
+    rpn = model_b.proposal_generator
+    image = (torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(5)) * 255)
+    with torch.no_grad():
+        features = model_b.backbone((image - model_b.pixel_mean) / model_b.pixel_std)
+        feats = [features[f] for f in rpn.in_features]
+        logits, deltas = rpn.predictions(feats)
+        for training in (False, True):
+            rpn.train(training)
+            try:
+                rpn.select_proposals(feats, [t[0] for t in logits], [t[0] for t in deltas], 96, 128)
+            finally:
+                rpn.train(False)
+    assert seen == [True, False]  # training keeps the one NMS call (and so its figures)

@@ -1,8 +1,9 @@
-"""Batched NMS. Traced / exported / with autograd: one NMS call over class-offset boxes, no branch on the
+"""Batched NMS. Training and traced / exported graphs: one NMS call over class-offset boxes, no branch on the
 box count (torchvision's batched_nms switches algorithms on `boxes.numel()`, which breaks dynamo export).
-Eager inference (`split_groups`): one NMS per group, the groups shared over torch's intra-op threads (`eager_threads`): the
-RPN's ~4000 candidates in 5 levels cost ~5x fewer box pairs so (~1000^2 per level instead of ~4000^2 over
-all), and it is what detectron2 itself does on the CPU (torchvision's per-class loop above 4000 numbers).
+Eager inference (`split_groups`): one NMS per group, the groups shared over torch's intra-op threads
+(`eager_threads`): the RPN's ~4000 candidates in 5 levels cost ~5x fewer box pairs so (~1000^2 per level
+instead of ~4000^2 over all), and it is what detectron2 itself does on the CPU (torchvision's per-class
+loop above 4000 numbers).
 
 `max_keep` caps the number of kept boxes. In PyTorch that is `nms(...)[:max_keep]`; in ONNX the cap is
 ONNX NonMaxSuppression's `max_output_boxes_per_class`, with which ONNX Runtime stops selecting once it
@@ -37,8 +38,11 @@ def _nms_top_k_fake(boxes, scores, iou_threshold, max_keep):
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float,
                 max_keep: int = -1, split_groups: bool = False) -> torch.Tensor:
     """Indices of the kept boxes, in decreasing score order (ties: lower index first); boxes of different
-    `idxs` never suppress each other. `max_keep >= 0` keeps at most that many (the first ones)."""
-    threads = eager_cpu_threads(boxes, scores)
+    `idxs` never suppress each other. `max_keep >= 0` keeps at most that many (the first ones).
+    `split_groups`: in eager CPU inference, one NMS per group on the intra-op threads (the kept boxes are the
+    same up to the float rounding of the offsets; callers pass it for inference only, so training keeps its
+    numbers)."""
+    threads = eager_cpu_threads(boxes, scores) if split_groups else 1
     if threads > 1:
         keep = _nms_per_group(boxes, scores, idxs, iou_threshold, threads)
         return keep if max_keep < 0 else keep[:max_keep]
