@@ -96,8 +96,8 @@ def test_same_weights_same_outputs_and_confidences(reference, images, model):
     absent = [n for n in CONFIDENCE_NAMES if n not in model["confidences"]]
     compared = 0
     for min_size in MIN_SIZES:
-        cfg = load_config(model["config"], model["opts"] + our_opts(model) + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
-                                                             str(reference / f"{model['name']}.pth")])
+        cfg = load_config(model["config"], model["opts"] + our_opts(model) + [
+            "INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS", str(reference / f"{model['name']}.pth")])
         predictor = DefaultPredictor(cfg)  # strict loading: every weight, confidence layers too, from the peer
         for path in images:
             key = f"{Path(path).name}@{min_size}"

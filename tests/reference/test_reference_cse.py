@@ -76,8 +76,8 @@ def test_same_weights_same_embeddings(reference, images, model):
     assert ref["calibrated_layers"] > 0 and ref["predictor_type"] == "DensePoseEmbeddingPredictor"
     compared = 0
     for min_size in MIN_SIZES:
-        cfg = load_config(model["config"], model["opts"] + our_opts(model) + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
-                                                             str(reference / f"{model['name']}.pth")])
+        cfg = load_config(model["config"], model["opts"] + our_opts(model) + [
+            "INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS", str(reference / f"{model['name']}.pth")])
         predictor = DefaultPredictor(cfg)  # strict loading: every weight and the features buffer from the peer
         embedder = predictor.model.roi_heads.embedder
         assert embedder.mesh_names == tuple(ref["vertex_embeddings"])

@@ -70,8 +70,8 @@ def test_same_weights_same_outputs(reference, images, model):
     assert ref["calibrated_layers"] > 0
     compared = 0
     for min_size in MIN_SIZES:
-        cfg = load_config(model["config"], model["opts"] + our_opts(model) + ["INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS",
-                                                             str(reference / f"{model['name']}.pth")])
+        cfg = load_config(model["config"], model["opts"] + our_opts(model) + [
+            "INPUT.MIN_SIZE_TEST", min_size, "MODEL.WEIGHTS", str(reference / f"{model['name']}.pth")])
         predictor = DefaultPredictor(cfg)  # strict loading: every weight comes from the peer's file
         for path in images:
             key = f"{Path(path).name}@{min_size}"
