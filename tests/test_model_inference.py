@@ -177,6 +177,65 @@ def test_threaded_roi_align_equals_torchvisions_bit_for_bit():
     assert torch.equal(grad, grad_want)
 
 
+def _awkward_rois(g, n_images=2):
+    """RoIs in (image, x0, y0, x1, y1) on a 56 x 40 map at scale 1/4: random ones plus sub-pixel, empty,
+    reversed, partly and wholly outside the map, and long thin ones (large sampling grids)."""
+    xy = torch.rand(60, 2, generator=g) * torch.tensor([200.0, 150.0])
+    boxes = torch.cat([xy, xy + 1 + 90 * torch.rand(60, 2, generator=g)], 1)
+    special = torch.tensor([[10.0, 10.0, 10.5, 10.3], [30.0, 30.0, 30.0, 30.0], [50.0, 60.0, 40.0, 45.0],
+                            [-40.0, -30.0, 20.0, 25.0], [190.0, 130.0, 260.0, 200.0], [-90.0, -90.0, -20.0, -20.0],
+                            [300.0, 10.0, 340.0, 50.0], [0.0, 0.0, 224.0, 160.0], [5.0, 2.0, 9.0, 158.0],
+                            [2.0, 70.0, 222.0, 74.0]])
+    boxes = torch.cat([boxes, special])
+    return torch.cat([torch.randint(0, n_images, (len(boxes), 1), generator=g).float(), boxes], 1)
+
+
+@pytest.mark.parametrize("aligned,sampling_ratio", [(True, 0), (False, 0), (True, 2), (False, 3)])
+def test_roi_align_bags_equals_torchvisions(aligned, sampling_ratio):
+    from densepose_fnl.layers.roi_align import roi_align_bags
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 40, 56, generator=g).contiguous(memory_format=torch.channels_last)
+    rois = _awkward_rois(g)
+    want = roi_align(x, rois, (7, 5), 0.25, sampling_ratio, aligned)
+    values, order = roi_align_bags(x, rois, (7, 5), 0.25, sampling_ratio, aligned)
+    assert sorted(order.tolist()) == list(range(len(rois)))
+    got = torch.empty_like(values)
+    got[order] = values
+    got = got.reshape(len(rois), 7, 5, 8).permute(0, 3, 1, 2)
+    assert want.abs().amax() > 1 and want[-10:].abs().amax((1, 2, 3)).ne(0).sum() >= 5  # the cases are not all 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # torchvision's taps, another summation order
+    # a contiguous map gives the same (it is copied to channels-last)
+    assert torch.equal(roi_align_bags(x.contiguous(), rois, (7, 5), 0.25, sampling_ratio, aligned)[0], values)
+
+
+def test_pooler_takes_roi_align_bags_on_channels_last_maps_in_eager_inference_only(monkeypatch):
+    from densepose_fnl.layers import roi_align as layer
+    from densepose_fnl.modeling import poolers
+
+    g = torch.Generator().manual_seed(4)
+    feats = [torch.randn(2, 8, 40 // 2**k, 56 // 2**k, generator=g) for k in range(3)]
+    rois = _awkward_rois(g)
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    pooler = ROIPooler(7, [1 / 4, 1 / 8, 1 / 16], 0, "ROIAlignV2")
+    calls = []
+    monkeypatch.setattr(poolers, "roi_align_bags", lambda *a: calls.append(a) or layer.roi_align_bags(*a))
+    want = pooler(feats, boxes)  # contiguous maps: torchvision's kernel
+    assert not calls
+    cl = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    with torch.no_grad():
+        got = pooler(cl, boxes)
+        levels_used = assign_boxes_to_levels(rois[:, 1:], 2, 4).unique()
+        assert len(calls) == len(levels_used) >= 2  # one call per level that has RoIs
+        assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        empty = pooler(cl, [torch.zeros(0, 4), torch.zeros(0, 4)])
+        assert empty.shape == (0, 8, 7, 7)
+    calls.clear()
+    grad_maps = [f.detach().requires_grad_() for f in cl]
+    assert torch.equal(pooler(grad_maps, boxes), want) and not calls  # autograd (training): torchvision's op
+
+
 def _grouped_boxes(n=600, groups=5, seed=0):
     """Crowded boxes on a quarter-pixel grid (exact in float32 with or without the batched-NMS offsets, so both
     NMS forms see the same IoUs), distinct scores, in `groups` interleaved groups."""

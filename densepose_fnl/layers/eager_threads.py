@@ -22,16 +22,20 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
+def eager_cpu_inference(*tensors: torch.Tensor) -> bool:
+    """Whether a kernel on `tensors` runs in eager CPU inference: not traced / exporting / compiling, no
+    autograd on any input, every input on the CPU."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return False
+    if any(t.device.type != "cpu" for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 def eager_cpu_threads(*tensors: torch.Tensor) -> int:
     """How many threads may share a kernel's work on `tensors`: torch's intra-op thread count in eager CPU
-    inference, 1 when traced / exporting / compiling, with autograd on any input, or off the CPU."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
-        return 1
-    if any(t.device.type != "cpu" for t in tensors):
-        return 1
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return 1
-    return max(torch.get_num_threads(), 1)
+    inference (`eager_cpu_inference`), else 1."""
+    return max(torch.get_num_threads(), 1) if eager_cpu_inference(*tensors) else 1
 
 
 def run_in_parallel(fn: Callable, args: Sequence[tuple]) -> List:

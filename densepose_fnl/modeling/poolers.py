@@ -4,6 +4,7 @@ Each box goes to pyramid level floor(4 + log2(sqrt(area) / 224 + 1e-8)) clamped 
 RoIs are sorted by level, pooled level by level and put back in order with one gather: no scatter
 (per-level scatter dominates ONNX Runtime time) and no Python branch on how many boxes a level got.
 Float island for int8: pooling runs on float features (paper 3.4).
+Eager CPU inference on channels-last maps (TEST.CHANNELS_LAST) takes `roi_align_bags` (layers/roi_align.py).
 """
 import math
 from typing import List, Sequence
@@ -12,7 +13,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_pool
 
-from ..layers.roi_align import threaded_roi_align
+from ..layers.eager_threads import eager_cpu_inference
+from ..layers.roi_align import roi_align_bags, threaded_roi_align
 
 
 def boxes_to_pooler_format(box_lists: List[torch.Tensor]) -> torch.Tensor:
@@ -57,10 +59,35 @@ class ROIPooler(nn.Module):
             return roi_pool(x, rois, self.output_size, scale)
         return threaded_roi_align(x, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
+    def _uses_bags(self, x: List[torch.Tensor], rois: torch.Tensor) -> bool:
+        """Eager CPU inference of RoIAlign on channels-last float maps: `roi_align_bags`."""
+        return (self.pooler_type != "ROIPool" and eager_cpu_inference(rois, *x)
+                and all(f.dtype == torch.float32 and f.dim() == 4 and f.shape[1] > 1
+                        and f.is_contiguous(memory_format=torch.channels_last) for f in x))
+
+    def _forward_bags(self, x: List[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Each level's RoIs by `roi_align_bags`, copied once into their rows of the (R, C, oh, ow) output
+        (channels-last)."""
+        oh, ow = self.output_size
+        channels = x[0].shape[1]
+        out = x[0].new_empty(rois.shape[0], oh * ow * channels)
+        for level, (x_l, scale) in enumerate(zip(x, self.scales)):
+            rows = (levels == level).nonzero()[:, 0]
+            if len(rows):
+                values, order = roi_align_bags(x_l, rois[rows], self.output_size, scale, self.sampling_ratio,
+                                               self.aligned)
+                out.index_copy_(0, rows[order], values)
+        return out.reshape(rois.shape[0], oh, ow, channels).permute(0, 3, 1, 2)
+
     def forward(self, x: List[torch.Tensor], box_lists: List[torch.Tensor]) -> torch.Tensor:
         if len(x) != len(self.scales):
             raise ValueError(f"ROIPooler got {len(x)} feature maps for {len(self.scales)} scales")
         rois = boxes_to_pooler_format(box_lists)
+        if self._uses_bags(x, rois):
+            levels = (torch.zeros(rois.shape[0], dtype=torch.long, device=rois.device) if len(self.scales) == 1 else
+                      assign_boxes_to_levels(rois[:, 1:], self.min_level, self.max_level, self.canonical_box_size,
+                                             self.canonical_level))
+            return self._forward_bags(x, rois, levels)
         if len(self.scales) == 1:
             return self._pool(x[0], rois, self.scales[0])
         levels = assign_boxes_to_levels(rois[:, 1:], self.min_level, self.max_level, self.canonical_box_size,

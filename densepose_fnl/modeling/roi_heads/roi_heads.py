@@ -242,9 +242,6 @@ class DensePoseROIHeads(nn.Module):
             if self.densepose_on:
                 losses.update(self._forward_densepose_train(features, proposals))
             return proposals, losses
-        # RoIAlign's CPU kernel reads contiguous maps: one copy of a channels-last feature map
-        # (TEST.CHANNELS_LAST) here for both poolers instead of one per pooler call (no copy otherwise)
-        features = [f.contiguous() for f in features]
         instances = self._forward_box(features, proposals)
         if self.densepose_on:
             self._forward_densepose_inference(features, instances)
