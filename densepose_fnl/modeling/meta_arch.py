@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..layers.batch_norm_folding import fold_batch_norms, folding_enabled
+from ..layers.eager_threads import eager_cpu_inference
 from ..postprocess import detector_postprocess
 from ..structures import Instances
 from .backbone import Backbone
@@ -36,11 +38,14 @@ def normalize_and_pad(images: List[torch.Tensor], pixel_mean: torch.Tensor, pixe
 class GeneralizedRCNN(nn.Module):
     def __init__(self, *, backbone: Backbone, proposal_generator: nn.Module, roi_heads: nn.Module,
                  pixel_mean: List[float], pixel_std: List[float], input_format: str = "BGR",
-                 channels_last_inference: bool = False):
+                 channels_last_inference: bool = False, fold_batch_norm_inference: bool = False):
         """channels_last_inference: eager CPU inference feeds the network a channels-last image (see
-        `inference`)."""
+        `inference`). fold_batch_norm_inference: eager CPU inference runs the backbone with its batch norms
+        folded into their convs (`layers.batch_norm_folding`, set up at the first such inference)."""
         super().__init__()
         self.channels_last_inference = channels_last_inference
+        self.fold_batch_norm_inference = fold_batch_norm_inference
+        self._batch_norms_folded = False
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
@@ -57,7 +62,8 @@ class GeneralizedRCNN(nn.Module):
         return cls(backbone=backbone, proposal_generator=build_proposal_generator(cfg, shapes),
                    roi_heads=build_roi_heads(cfg, shapes), pixel_mean=cfg.MODEL.PIXEL_MEAN,
                    pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT,
-                   channels_last_inference=cfg.TEST.CHANNELS_LAST)
+                   channels_last_inference=cfg.TEST.CHANNELS_LAST,
+                   fold_batch_norm_inference=cfg.TEST.FOLD_BATCH_NORM)
 
     @property
     def device(self) -> torch.device:
@@ -92,6 +98,11 @@ class GeneralizedRCNN(nn.Module):
             # amplifies past detectron2's outputs at 1e-4, hence a config key (TEST.CHANNELS_LAST). Training
             # and the exported graph (export.tensor_model) keep the contiguous layout.
             images = images.contiguous(memory_format=torch.channels_last)
+        if (self.fold_batch_norm_inference and not self._batch_norms_folded and folding_enabled()
+                and eager_cpu_inference(images) and not any(m.training for m in self.backbone.modules())):
+            # once: the pairs are found and checked on this image (the folded weights follow later weights)
+            fold_batch_norms(self.backbone, lambda: self.backbone(images))
+            self._batch_norms_folded = True
         features = self.backbone(images)
         proposals, _ = self.proposal_generator(sizes, features, None)
         results, _ = self.roi_heads(sizes, features, proposals, None)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..layers import FrozenBatchNorm2d
+from ..layers.batch_norm_folding import folding_suspended
 
 
 @torch.no_grad()
@@ -26,8 +27,9 @@ def calibrate_batchnorm(model: nn.Module, run_batches: Callable[[], Iterable], m
     was_training = model.training
     model.eval()
     try:
-        for _ in run_batches():
-            pass
+        with folding_suspended():  # each BN must see its conv's own output
+            for _ in run_batches():
+                pass
     finally:
         for h in handles:
             h.remove()
