@@ -160,3 +160,21 @@ def test_compare_outputs():
     theirs = _as_reference(ours)
     theirs["scores"] = theirs["scores"][:1]
     assert compare_outputs(ours, theirs)[0] == "2 detections, reference 1"
+
+
+def test_eager_only_keys_are_not_given_to_the_reference(fake_peer, tmp_path, monkeypatch):
+    """TEST.CHANNELS_LAST / TEST.FOLD_BATCH_NORM choose how our eager inference runs; the authors' config has
+    no such keys, so `--runtimes torch,reference TEST.FOLD_BATCH_NORM True` must not break their load."""
+    ref = ReferenceRuntime(sys.executable, str(fake_peer))
+    sent = []
+    monkeypatch.setattr(ref, "_call", lambda header, *a, **k: sent.append(header) or ({"ok": True, "params": 7}, None))
+    try:
+        assert ref.load(TEST_TUNED, ["TEST.FOLD_BATCH_NORM", True, "MODEL.DEVICE", "cpu", "TEST.CHANNELS_LAST", "True"],
+                        str(tmp_path / "w.pth"), 1) == 7
+    finally:
+        ref.close()
+    opts = sent[0]["opts"]
+    keys = opts[::2]
+    assert "MODEL.DEVICE" in keys and "MODEL.RPN.POST_NMS_TOPK_TEST" in keys  # the CLI's and the config's own
+    assert "TEST.FOLD_BATCH_NORM" not in keys and "TEST.CHANNELS_LAST" not in keys
+    assert opts[opts.index("MODEL.DEVICE") + 1] == "cpu"

@@ -25,6 +25,9 @@ DEFAULT_PEERS = (os.path.join(os.path.dirname(REPO), "shared", "reference-peer")
 # deriving from one of them (_BASE_) maps to that file plus its own keys as opts (e.g. the test-tuned ones)
 AUTHORS_CONFIGS = ("mobile_parsing_rcnn_b_s3x.yaml", "mobile_parsing_rcnn_b_wc2m_s3x.yaml",
                    "mobile_parsing_rcnn_b_cse_s3x.yaml")
+# our keys that only choose how our eager inference runs (no model change, no counterpart in the authors'
+# code): not given to the reference
+EAGER_ONLY_KEYS = ("TEST.CHANNELS_LAST", "TEST.FOLD_BATCH_NORM")
 BOX_TOL = 1e-4  # boxes (px) and scores
 MAP_TOL = 1e-4  # DensePose head outputs, absolute
 
@@ -123,7 +126,8 @@ class ReferenceRuntime:
         """Build the authors' model of our `config_file` (+ our opts) with `weights`; returns its parameter count."""
         check_reference_setup(self.python, self.peer, [config_file])
         config, extra = authors_config(config_file, self.peer)
-        opts = [str(o) for o in extra + list(opts)]
+        pairs = [(str(k), str(v)) for k, v in zip(*[iter(extra + list(opts))] * 2)]
+        opts = [o for k, v in pairs if k not in EAGER_ONLY_KEYS for o in (k, v)]
         reply, _ = self._call({"cmd": "load", "config": config, "opts": opts, "weights": os.path.abspath(weights),
                                "people": people, "threads": self.threads})
         self.config, self.opts = config, opts
