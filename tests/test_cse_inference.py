@@ -183,6 +183,31 @@ def test_box_matching_is_the_exact_nearest_vertex(case, path, monkeypatch):
         assert calls["dense"] == [] and calls["tiles"] == 0 and calls["tree"] == 2
 
 
+def test_dense_search_shares_its_chunks_over_threads_with_the_same_result():
+    from densepose_fnl.layers import eager_threads
+    from densepose_fnl.postprocess import vertex_search as vs
+
+    g = torch.Generator().manual_seed(6)
+    verts, pixels = torch.randn(3000, 16, generator=g), torch.randn(700, 16, generator=g)
+    verts[1500] = verts[7]  # a tie: the lowest index wins on every path
+    pixels[5] = verts[7]
+    norms = verts.square().sum(1)
+    want = torch.cdist(pixels.double(), verts.double()).argmin(1)
+    threads, pool = torch.get_num_threads(), eager_threads._pool
+    results = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            eager_threads._pool = None
+            results[n] = vs._nearest_dense(pixels, verts, norms, chunk=64)
+            assert (eager_threads._pool is not None) == (n == 2)  # 2 threads: the chunks went to the pool
+    finally:
+        torch.set_num_threads(threads)
+        eager_threads._pool = pool
+    assert torch.equal(results[1], results[2])
+    assert results[1][5] == 7 and (results[1] == want).float().mean() > 0.999
+
+
 def test_vertex_index_dimension_and_ties():
     """The two-NN dimension: ~2 for vertices on a surface, ~D for random ones, inf for coincident ones (a
     random-init embedder with zero features: no tree, whose tie-breaking would not be the dense argmin's)."""

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..layers.eager_threads import eager_cpu_threads, run_in_parallel
+
 __all__ = ["TREE_MAX_DIMENSION", "VertexIndex", "closest_vertices", "intrinsic_dimension", "resample_to_box",
            "squared_euclidean_distance_matrix", "vertices_at_points"]
 
@@ -60,11 +62,22 @@ def _argmin_last(scores: torch.Tensor) -> torch.Tensor:
 
 def _nearest_dense(pixel_embeddings: torch.Tensor, vertex_embeddings: torch.Tensor, vertex_norms: torch.Tensor,
                    chunk: int) -> torch.Tensor:
-    """Nearest vertex of each pixel embedding against all vertices, by the score |v|^2 - 2 p.v."""
+    """Nearest vertex of each pixel embedding against all vertices, by the score |v|^2 - 2 p.v; in eager CPU
+    inference the chunks are shared over the intra-op threads (a chunk's product is too small for the GEMM
+    to split it well: 2 threads 1.5x)."""
     out = torch.empty(len(pixel_embeddings), dtype=torch.long, device=pixel_embeddings.device)
-    for s in range(0, len(pixel_embeddings), chunk):
-        out[s : s + chunk] = _argmin_last(torch.addmm(vertex_norms, pixel_embeddings[s : s + chunk],
-                                                      vertex_embeddings.t(), alpha=-2))
+    starts = list(range(0, len(pixel_embeddings), chunk))
+
+    def search(part):
+        for s in part:
+            out[s : s + chunk] = _argmin_last(torch.addmm(vertex_norms, pixel_embeddings[s : s + chunk],
+                                                          vertex_embeddings.t(), alpha=-2))
+
+    threads = min(eager_cpu_threads(pixel_embeddings, vertex_embeddings), len(starts))
+    if threads < 2:
+        search(starts)
+    else:
+        run_in_parallel(search, [(starts[i::threads],) for i in range(threads)])
     return out
 
 
