@@ -48,7 +48,8 @@ def folding_enabled() -> bool:
     """False within `folding_suspended`."""
     return _suspended == 0
 
-_BN_TYPES = (FrozenBatchNorm2d, nn.modules.batchnorm._BatchNorm)
+
+_BN_TYPES = (FrozenBatchNorm2d, nn.BatchNorm2d)
 
 
 def _foldable_conv(m: nn.Module) -> bool:
@@ -60,7 +61,8 @@ def _foldable_conv(m: nn.Module) -> bool:
 
 
 def _foldable_bn(m: nn.Module) -> bool:
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    """A BN with running statistics: ours (frozen) or torch's BatchNorm2d (and subclasses, timm's BatchNormAct2d)."""
+    if isinstance(m, nn.BatchNorm2d):
         return m.track_running_stats and m.running_mean is not None
     return isinstance(m, FrozenBatchNorm2d)
 
@@ -70,8 +72,8 @@ def find_conv_bn_pairs(module: nn.Module, run: Callable[[], object]) -> List[Tup
     module call read that output, and conv's outputs all went to bn."""
     convs = [m for m in module.modules() if _foldable_conv(m)]
     bns = [m for m in module.modules() if _foldable_bn(m)]
-    # ids of conv outputs are unique while they are kept alive here; other tensors die and their ids come
-    # back, so reads are resolved to a conv output (or nothing) when they happen
+    # ids of conv outputs are unique while they are kept alive here (all of them, for this one run); other
+    # tensors die and their ids come back, so reads are resolved to a conv output (or nothing) when they happen
     outputs: Dict[int, Tuple[nn.Module, torch.Tensor]] = {}  # id(output) -> (conv, output)
     readers: Dict[int, int] = {}  # id(conv output) -> module calls that read it
     bn_inputs: Dict[nn.Module, List[Tuple[Optional[nn.Module], int]]] = {bn: [] for bn in bns}
