@@ -132,7 +132,7 @@ class _Fold:
     def active(self) -> bool:
         conv, bn = self.conv_ref[0], self.bn
         params = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias) if t is not None]
-        return _suspended == 0 and not conv.training and not bn.training and eager_cpu_inference(*params)
+        return folding_enabled() and not conv.training and not bn.training and eager_cpu_inference(*params)
 
     def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
         key = tuple((t.data_ptr(), t._version) for t in self._sources()) + (float(self.bn.eps),)
@@ -186,17 +186,12 @@ def _uninstall(pairs: List[Tuple[nn.Conv2d, nn.Module]]) -> None:
             m.__dict__.pop("forward", None)
 
 
-def _max_difference(a, b) -> Tuple[float, float]:
-    """(largest |a - b|, largest |a|) over the tensors of two outputs of the same structure."""
-    if isinstance(a, torch.Tensor):
-        if a.shape != b.shape:
-            return float("inf"), 0.0
-        return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0, \
-            float(a.float().abs().max()) if a.numel() else 0.0
-    items = list(a.values()) if isinstance(a, dict) else list(a) if isinstance(a, (list, tuple)) else []
-    others = list(b.values()) if isinstance(b, dict) else list(b) if isinstance(b, (list, tuple)) else []
-    diffs = [_max_difference(x, y) for x, y in zip(items, others)]
-    return max([d for d, _ in diffs], default=0.0), max([m for _, m in diffs], default=0.0)
+def _tensors(out) -> List[torch.Tensor]:
+    """The tensors of a module's output (a tensor, or dicts / lists / tuples of them), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for item in items for t in _tensors(item)]
 
 
 def fold_batch_norms(module: nn.Module, run: Callable[[], object], rtol: float = 1e-3) -> int:
@@ -213,7 +208,11 @@ def fold_batch_norms(module: nn.Module, run: Callable[[], object], rtol: float =
         if not pairs:
             return 0
         _install(pairs)
-        diff, scale = _max_difference(plain, run())
+        want, got = _tensors(plain), _tensors(run())
+    same_shapes = len(want) == len(got) and all(a.shape == b.shape for a, b in zip(want, got))
+    diff = max((float((a.float() - b.float()).abs().max()) for a, b in zip(want, got) if a.numel()),
+               default=0.0) if same_shapes else float("inf")
+    scale = max((float(a.float().abs().max()) for a in want if a.numel()), default=0.0)
     if not diff <= rtol * max(scale, 1.0):
         _uninstall(pairs)
         logger.warning("Batch-norm folding not used: the folded %s differs from the plain one by %.3g "
